@@ -1,0 +1,220 @@
+"""Simulator configuration: one namespace per concern, pedantic parsing, one set of defaults.
+
+Every random range of the paper's Table 1 lives in `SkyConfig`; every observing parameter of
+Table 2 in `ObservationConfig`. Positions and line centres are stored as fractions of the field
+and band so that the same ranges serve a 360x360x128 paper cube and a small CPU cube alike:
+Table 1's "100-250 px" of a 360 px field is `position_frac = (0.2778, 0.6944)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from sim.array import available_configurations
+
+Range = tuple[float, float]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class SkyConfig:
+    """Sky-model draw, paper Table 1 (uniform ranges, inclusive)."""
+
+    n_serendipitous: tuple[int, int] = (2, 5)
+    amplitude: Range = (1.0, 5.0)  # continuum amplitude of the 2-D Gaussian, arbitrary units
+    fwhm_px: Range = (2.0, 8.0)
+    spectral_index: Range = (-2.0, 2.0)
+    position_frac: Range = (100 / 360, 250 / 360)  # fraction of the field, both axes
+    pa_deg: Range = (0.0, 90.0)
+    line_amplitude: Range = (1.0, 5.0)  # relative to the continuum amplitude (eq. 4: G = g + l*g)
+    line_centre_frac: Range = (10 / 128, 110 / 128)  # fraction of the band
+    line_fwhm_chan: Range = (3.0, 10.0)
+    peak_jy_per_px: float = 0.001  # simobserve's inbright: brightest model pixel after rescaling
+
+
+@dataclass(frozen=True)
+class ObservationConfig:
+    """Observing set-up, paper Table 2."""
+
+    antenna_config: str = "alma.cycle9.3"
+    ra_deg: float = 59.99983333  # 03h59m59.96s
+    dec_deg: float = -34.99986111  # -34d59m59.50s
+    cell_arcsec: float = 0.1
+    centre_freq_hz: float = 230.0e9
+    channel_width_hz: float = 10.0e6
+    integration_s: float = 10.0
+    total_time_s: float = 2400.0
+    pwv_mm: float = 0.8
+    weighting: str = "natural"  # natural | uniform | briggs
+    robust: float = 0.5  # Briggs robustness, used when weighting == "briggs"
+    padding: float = 2.0  # uv-grid padding factor of the fast backend
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Noise: `thermal` (radiometer equation), `snr` (thermal plus extra noise so that the
+    central source reaches a target peak SNR drawn from `snr_range`, as in the paper) or `none`."""
+
+    mode: str = "snr"
+    snr_range: Range = (10.0, 50.0)
+
+
+@dataclass(frozen=True)
+class CubeConfig:
+    size: int = 360  # pixels along RA and Dec
+    channels: int = 128
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    sky: SkyConfig = field(default_factory=SkyConfig)
+    observation: ObservationConfig = field(default_factory=ObservationConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    cube: CubeConfig = field(default_factory=CubeConfig)
+    backend: str = "fast"  # fast | casa
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def replace(self, **overrides: Any) -> "SimConfig":
+        """Return a copy with dotted overrides applied, e.g. replace(**{"cube.size": 64})."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                if not isinstance(node.get(key), dict):
+                    raise ConfigError(f"sim.{dotted}: unknown key")
+                node = node[key]
+            if leaf not in node:
+                raise ConfigError(f"sim.{dotted}: unknown key")
+            node[leaf] = value
+        return from_dict(data)
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def from_dict(data: dict[str, Any] | None) -> SimConfig:
+    """Parse a nested mapping into a validated `SimConfig`; unknown keys are errors."""
+    config = _parse(SimConfig, data or {}, "sim")
+    validate(config)
+    return config
+
+
+def _parse(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{path}.{key}: unknown key (known: {', '.join(known)})")
+    values = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        values[name] = _coerce(default, data[name], f"{path}.{name}")
+    return cls(**values)
+
+
+def _coerce(default: Any, value: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(default):
+        return _parse(type(default), value, path)
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(default):
+            raise ConfigError(f"{path}: expected a [low, high] pair, got {value!r}")
+        return tuple(_coerce(d, v, path) for d, v in zip(default, value))
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: must be finite, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported value {value!r}")  # pragma: no cover
+
+
+def _check_range(path: str, r: Range, lo: float | None = None, hi: float | None = None) -> None:
+    if r[0] > r[1]:
+        raise ConfigError(f"{path}: inverted range [{r[0]}, {r[1]}]")
+    if lo is not None and r[0] < lo:
+        raise ConfigError(f"{path}: {r[0]} is below the allowed minimum {lo}")
+    if hi is not None and r[1] > hi:
+        raise ConfigError(f"{path}: {r[1]} is above the allowed maximum {hi}")
+
+
+def validate(c: SimConfig) -> None:
+    """Raise `ConfigError` naming the first invalid field."""
+    s, o, n, cube = c.sky, c.observation, c.noise, c.cube
+    _check_range("sim.sky.n_serendipitous", s.n_serendipitous, lo=0)
+    _check_range("sim.sky.amplitude", s.amplitude, lo=1e-12)
+    _check_range("sim.sky.fwhm_px", s.fwhm_px, lo=0.5)
+    _check_range("sim.sky.spectral_index", s.spectral_index)
+    _check_range("sim.sky.position_frac", s.position_frac, lo=0.0, hi=1.0)
+    _check_range("sim.sky.pa_deg", s.pa_deg, lo=0.0, hi=180.0)
+    _check_range("sim.sky.line_amplitude", s.line_amplitude, lo=0.0)
+    _check_range("sim.sky.line_centre_frac", s.line_centre_frac, lo=0.0, hi=1.0)
+    _check_range("sim.sky.line_fwhm_chan", s.line_fwhm_chan, lo=0.5)
+    if s.peak_jy_per_px <= 0:
+        raise ConfigError(f"sim.sky.peak_jy_per_px: must be positive, got {s.peak_jy_per_px}")
+    if o.antenna_config not in available_configurations():
+        raise ConfigError(
+            f"sim.observation.antenna_config: unknown antenna configuration {o.antenna_config!r}"
+            " (see `python -m sim configs`)"
+        )
+    if not -90.0 <= o.dec_deg <= 90.0:
+        raise ConfigError(f"sim.observation.dec_deg: {o.dec_deg} is not a declination")
+    if not 0.0 <= o.ra_deg < 360.0:
+        raise ConfigError(f"sim.observation.ra_deg: {o.ra_deg} is not in [0, 360)")
+    for name in ("cell_arcsec", "centre_freq_hz", "channel_width_hz", "integration_s", "total_time_s"):
+        if getattr(o, name) <= 0:
+            raise ConfigError(f"sim.observation.{name}: must be positive, got {getattr(o, name)}")
+    if o.integration_s > o.total_time_s:
+        raise ConfigError("sim.observation.integration_s: longer than total_time_s")
+    if o.pwv_mm < 0:
+        raise ConfigError(f"sim.observation.pwv_mm: must be >= 0, got {o.pwv_mm}")
+    if o.weighting not in ("natural", "uniform", "briggs"):
+        raise ConfigError(
+            f"sim.observation.weighting: {o.weighting!r} is not natural, uniform or briggs"
+        )
+    if not -2.0 <= o.robust <= 2.0:
+        raise ConfigError(f"sim.observation.robust: {o.robust} is outside [-2, 2]")
+    if o.padding < 1.0:
+        raise ConfigError(f"sim.observation.padding: must be >= 1, got {o.padding}")
+    if n.mode not in ("none", "thermal", "snr"):
+        raise ConfigError(f"sim.noise.mode: {n.mode!r} is not none, thermal or snr")
+    _check_range("sim.noise.snr_range", n.snr_range, lo=1e-6)
+    if cube.size < 8:
+        raise ConfigError(f"sim.cube.size: must be at least 8 pixels, got {cube.size}")
+    if cube.channels < 1:
+        raise ConfigError(f"sim.cube.channels: must be at least 1, got {cube.channels}")
+    if c.backend not in ("fast", "casa"):
+        raise ConfigError(f"sim.backend: {c.backend!r} is not fast or casa")
+    if c.seed < 0:
+        raise ConfigError(f"sim.seed: must be >= 0, got {c.seed}")

@@ -1,0 +1,233 @@
+"""Generate a set of simulated cubes: sky model -> observation -> truth catalogue -> FITS.
+
+Layout of an output directory::
+
+    DIR/config.yaml         the configuration that made it (resuming checks it)
+    DIR/sky_00000.fits      sky model, Jy/pixel
+    DIR/cube_00000.fits     dirty cube, Jy/beam; its SOURCES extension holds the truth rows
+    DIR/catalogue.csv       all truth rows, one per source (sim.sky.CATALOGUE_COLUMNS)
+
+Cube ``i`` is drawn from ``SeedSequence([seed, i])`` alone, so the same seed gives the same
+cubes whatever the number of workers, and a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from astropy.io import fits
+from astropy.table import Table, vstack
+from astropy.wcs import WCS
+
+from sim import fitsio, sky
+from sim.config import ConfigError, SimConfig, from_dict
+from sim.observe import build_instrument, observe, thermal_noise
+
+CUBE_PATTERN = "cube_{:05d}.fits"
+SKY_PATTERN = "sky_{:05d}.fits"
+VERSION = "1.0.0"  # bump when the simulator's output changes (the dataset builder follows it)
+
+
+def cube_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, index]))
+
+
+def _catalogue(index: int, model: sky.SkyModel, dirty: np.ndarray, noise_rms: float,
+               freqs_hz: np.ndarray, config: SimConfig, wcs: WCS) -> Table:  # fmt: skip
+    """Truth rows for one cube (see sim.sky for the columns and conventions)."""
+    nz, n = dirty.shape[0], dirty.shape[-1]
+    boxes = [sky.box_2d(p) for p in model.profiles]
+    obs = config.observation
+    rows = []
+    for i, (src, box) in enumerate(zip(model.sources, boxes)):
+        freq = obs.centre_freq_hz + (src.z - nz // 2) * (freqs_hz[1] - freqs_hz[0] if nz > 1 else 0.0)
+        cont = model.scale * src.amplitude
+        line_amp = cont * (freq / freqs_hz[nz // 2]) ** src.spectral_index * src.line_amplitude
+        zi, yi, xi = (int(np.clip(np.rint(v), 0, m - 1)) for v, m in ((src.z, nz), (src.y, n), (src.x, n)))
+        peak = float(dirty[zi, yi, xi])
+        ra, dec = wcs.celestial.wcs_pix2world([[src.x, src.y]], 0)[0]
+        others = [sky.iou_2d(box, b) for j, b in enumerate(boxes) if j != i]
+        rows.append({
+            "cube": index, "id": i, "x": src.x, "y": src.y, "z": src.z,
+            "fwhm_x": src.fwhm_x, "fwhm_y": src.fwhm_y, "pa": src.pa, "fwhm_z": src.fwhm_z,
+            "line_amp": line_amp, "cont_amp": cont, "spectral_index": src.spectral_index,
+            "line_flux": sky.line_flux_jy_km_s(src, model, i, freqs_hz, obs.channel_width_hz),
+            "peak_snr": peak / noise_rms if noise_rms > 0 else float("inf"),
+            "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3],
+            "z0": src.z - src.fwhm_z, "z1": src.z + src.fwhm_z,
+            "blendness": max(others, default=0.0),
+            "ra": float(ra) % 360.0, "dec": float(dec), "freq": freq,
+        })  # fmt: skip
+    return Table(rows=rows, names=sky.CATALOGUE_COLUMNS)
+
+
+def simulate_cube(index: int, config: SimConfig) -> tuple[np.ndarray, np.ndarray, fits.Header, Table, dict]:
+    """Draw, render and observe cube `index`; returns (sky, dirty, header, catalogue, cards)."""
+    obs, cube_cfg = config.observation, config.cube
+    rng = cube_rng(config.seed, index)
+    freqs = sky.channel_frequencies(obs.centre_freq_hz, obs.channel_width_hz, cube_cfg.channels)
+    sources = sky.draw_sources(rng, config.sky, cube_cfg.size, cube_cfg.channels, freqs)
+    model = sky.build_sky(sources, cube_cfg.size, freqs, config.sky.peak_jy_per_px)
+    target_snr = float(rng.uniform(*config.noise.snr_range))
+    noise_seed = int(rng.integers(2**31 - 1))
+    instrument = build_instrument(obs, cube_cfg.size, freqs)
+    if config.backend == "fast":
+        result = observe(model.cube, instrument, noise=config.noise.mode, seed=noise_seed, target_snr=target_snr)
+        dirty, noise_rms, beams = result.dirty, result.noise_rms, instrument.beams
+    else:
+        dirty, noise_rms, beams = _observe_with_casa(model.cube, freqs, config, instrument, noise_seed, target_snr)
+    header = fitsio.celestial_header(obs, cube_cfg.size, freqs)
+    cards = {
+        "ORIGIN": "dfjax.sim", "SIMVERS": VERSION, "SIMBACK": config.backend, "SEED": config.seed,
+        "CUBEIDX": index, "ANTCFG": obs.antenna_config, "NOISE": config.noise.mode,
+        "NOISERMS": (noise_rms, "[Jy/beam] rms of the added noise"),
+        "TARGSNR": (target_snr if config.noise.mode == "snr" else 0.0, "target peak SNR, central source"),
+        "PWV": (obs.pwv_mm, "[mm]"), "INTTIME": (obs.integration_s, "[s]"),
+        "TOTTIME": (obs.total_time_s, "[s]"), "WEIGHT": obs.weighting, "SKYSCALE": model.scale,
+    }  # fmt: skip
+    table = _catalogue(index, model, dirty, noise_rms, freqs, config, WCS(header))
+    return model.cube, dirty, header, table, {"cards": cards, "beams": beams}
+
+
+def _observe_with_casa(cube, freqs, config, instrument, noise_seed, target_snr):
+    """CASA backend; the snr mode adds PSF-shaped noise from the fast backend's noise model."""
+    from sim.casa import observe_casa
+
+    result = observe_casa(cube, freqs, config.observation, thermal_noise=config.noise.mode != "none",
+                          want_psf=False, seed=noise_seed)  # fmt: skip
+    dirty = result.dirty
+    if config.noise.mode == "none":
+        return dirty, 0.0, result.beams
+    rms = float(instrument.thermal_rms.mean())
+    if config.noise.mode == "snr":
+        c = instrument.size // 2
+        wanted = float(dirty[:, c, c].max()) / target_snr
+        if wanted > rms:
+            extra = np.asarray(thermal_noise(_key(noise_seed + 1), instrument.noise_index,
+                                             instrument.noise_std, instrument.size))  # fmt: skip
+            dirty = dirty + extra * (np.sqrt(wanted**2 - rms**2) / rms)
+            rms = wanted
+    return dirty.astype(np.float32), rms, result.beams
+
+
+def _key(seed: int):
+    import jax
+
+    return jax.random.key(seed)
+
+
+def write_cube(out_dir: Path, index: int, config: SimConfig) -> Table:
+    """Simulate cube `index` and write its sky and dirty FITS files atomically (dirty last)."""
+    sky_cube, dirty, header, table, extra = simulate_cube(index, config)
+    fitsio.write_atomic(out_dir / SKY_PATTERN.format(index),
+                        fitsio.cube_hdus(sky_cube, header, bunit="Jy/pixel", cards=extra["cards"]))  # fmt: skip
+    fitsio.write_atomic(out_dir / CUBE_PATTERN.format(index),
+                        fitsio.cube_hdus(dirty, header, bunit="Jy/beam", beams=extra["beams"],
+                                         cards=extra["cards"], sources=table))  # fmt: skip
+    return table
+
+
+def read_catalogue_rows(path: Path) -> Table:
+    """The truth rows stored in a finished cube's SOURCES extension."""
+    return Table.read(path, hdu="SOURCES")
+
+
+def _prepare(out_dir: Path, config: SimConfig, overwrite: bool) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = out_dir / "config.yaml"
+    wanted = config.to_dict()
+    if cfg_path.exists() and not overwrite:
+        try:
+            existing = from_dict(yaml.safe_load(cfg_path.read_text())).to_dict()
+        except (ConfigError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{cfg_path}: unreadable configuration ({exc}); use --overwrite") from None
+        diff = _first_difference(existing, wanted)
+        if diff:
+            raise ConfigError(f"{out_dir} was generated with a different configuration "
+                              f"({diff}); use --overwrite or another --out")  # fmt: skip
+    if overwrite:
+        for p in list(out_dir.glob("cube_*.fits")) + list(out_dir.glob("sky_*.fits")) + list(out_dir.glob(".*.tmp")):
+            p.unlink()
+        (out_dir / "catalogue.csv").unlink(missing_ok=True)
+    for p in out_dir.glob(".*.tmp"):  # leftovers of an interrupted run
+        p.unlink()
+    tmp = out_dir / ".config.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(wanted, sort_keys=False))
+    os.replace(tmp, cfg_path)
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "sim") -> str:
+    for key in a.keys() | b.keys():
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            d = _first_difference(a[key], b[key], f"{prefix}.{key}")
+            if d:
+                return d
+        elif a.get(key) != b.get(key):
+            return f"{prefix}.{key}: {a.get(key)!r} then, {b.get(key)!r} now"
+    return ""
+
+
+def generate(
+    out_dir: str | os.PathLike,
+    n: int,
+    config: SimConfig,
+    *,
+    workers: int = 1,
+    overwrite: bool = False,
+    dask_scheduler: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Simulate cubes 0..n-1 into `out_dir` (resuming) and write `catalogue.csv`; returns its path."""
+    from tqdm.auto import tqdm
+
+    if n < 1:
+        raise ConfigError(f"--n: must be at least 1, got {n}")
+    if workers < 1:
+        raise ConfigError(f"--workers: must be at least 1, got {workers}")
+    out_dir = Path(out_dir)
+    _prepare(out_dir, config, overwrite)
+    todo = [i for i in range(n) if not (out_dir / CUBE_PATTERN.format(i)).exists()
+            or not (out_dir / SKY_PATTERN.format(i)).exists()]  # fmt: skip
+    bar = tqdm(total=n, initial=n - len(todo), unit="cube", desc="simulate", disable=not progress)
+    start = time.perf_counter()
+    if todo and (workers > 1 or dask_scheduler):
+        _run_dask(out_dir, todo, config, workers, dask_scheduler, bar)
+    else:
+        for done, i in enumerate(todo, start=1):
+            write_cube(out_dir, i, config)
+            bar.update(1)
+            bar.set_postfix(s_per_cube=f"{(time.perf_counter() - start) / done:.2f}")
+    bar.close()
+    tables = [read_catalogue_rows(out_dir / CUBE_PATTERN.format(i)) for i in range(n)]
+    catalogue = vstack(tables) if tables else Table(names=sky.CATALOGUE_COLUMNS)
+    path = out_dir / "catalogue.csv"
+    tmp = out_dir / ".catalogue.csv.tmp"
+    catalogue.write(tmp, format="ascii.csv", overwrite=True)
+    os.replace(tmp, path)
+    return path
+
+
+def _run_dask(out_dir: Path, todo: list[int], config: SimConfig, workers: int, address: str | None, bar) -> None:
+    """Fan the cubes out over a Dask cluster: an existing one at `address`, or a local one."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if address:
+        client = Client(address)
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)  # fmt: skip
+        client = Client(cluster)
+    try:
+        futures = client.map(write_cube, [out_dir] * len(todo), todo, [config] * len(todo), pure=False)
+        for future in as_completed(futures):
+            future.result()
+            bar.update(1)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
