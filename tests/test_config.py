@@ -1,0 +1,49 @@
+import pytest
+
+from sim.config import ConfigError, SimConfig, from_dict
+
+
+def test_defaults_are_the_papers_tables():
+    c = SimConfig()
+    assert c.cube.size == 360 and c.cube.channels == 128
+    assert c.sky.fwhm_px == (2.0, 8.0) and c.sky.line_fwhm_chan == (3.0, 10.0)
+    assert c.sky.position_frac[0] * 360 == pytest.approx(100) and c.sky.position_frac[1] * 360 == pytest.approx(250)
+    assert c.sky.line_centre_frac[0] * 128 == pytest.approx(10) and c.sky.line_centre_frac[1] * 128 == pytest.approx(110)
+    o = c.observation
+    assert (o.antenna_config, o.cell_arcsec, o.centre_freq_hz, o.channel_width_hz) == ("alma.cycle9.3", 0.1, 230e9, 10e6)
+    assert (o.integration_s, o.total_time_s, o.pwv_mm) == (10.0, 2400.0, 0.8)
+
+
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"sky": {"fwhm_px": [8, 2]}}, "sim.sky.fwhm_px"),
+        ({"sky": {"fwhm_pxx": [2, 8]}}, "sim.sky.fwhm_pxx"),
+        ({"cube": {"size": -5}}, "sim.cube.size"),
+        ({"cube": {"channels": 0}}, "sim.cube.channels"),
+        ({"observation": {"antenna_config": "alma.cycle99.1"}}, "sim.observation.antenna_config"),
+        ({"observation": {"cell_arcsec": 0}}, "sim.observation.cell_arcsec"),
+        ({"noise": {"mode": "loud"}}, "sim.noise.mode"),
+        ({"noise": {"snr_range": [50, 10]}}, "sim.noise.snr_range"),
+        ({"cube": {"size": "big"}}, "sim.cube.size"),
+        ({"sky": {"position_frac": [0.2, 1.5]}}, "sim.sky.position_frac"),
+        ({"sky": {"pa_deg": [0]}}, "sim.sky.pa_deg"),
+        ({"nonsense": 1}, "sim.nonsense"),
+    ],
+)
+def test_invalid_values_name_the_field(data, field):
+    with pytest.raises(ConfigError) as err:
+        from_dict(data)
+    assert str(err.value).startswith(field + ":")
+
+
+def test_replace_applies_dotted_overrides_and_validates():
+    c = SimConfig().replace(**{"cube.size": 64, "sky.fwhm_px": [3, 4]})
+    assert c.cube.size == 64 and c.sky.fwhm_px == (3.0, 4.0)
+    with pytest.raises(ConfigError, match="sim.cube.sizes"):
+        SimConfig().replace(**{"cube.sizes": 64})
+
+
+def test_round_trip_through_a_plain_dict():
+    c = SimConfig().replace(**{"observation.weighting": "briggs", "observation.robust": -1.0})
+    assert from_dict(c.to_dict()) == c

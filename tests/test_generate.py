@@ -1,0 +1,133 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from sim.generate import generate
+from sim.sky import CATALOGUE_COLUMNS
+
+
+def _data(path):
+    return fits.getdata(path)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    from sim.config import SimConfig
+
+    config = SimConfig().replace(**{"cube.size": 48, "cube.channels": 16, "seed": 3})
+    out = tmp_path_factory.mktemp("sim")
+    generate(out, 3, config, progress=False)
+    return out, config
+
+
+def test_outputs_and_catalogue_columns(made):
+    out, _ = made
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["catalogue.csv", "config.yaml"] + [f"cube_{i:05d}.fits" for i in range(3)] + [
+        f"sky_{i:05d}.fits" for i in range(3)]  # fmt: skip
+    cat = Table.read(out / "catalogue.csv")
+    assert tuple(cat.colnames) == CATALOGUE_COLUMNS
+    for i in range(3):
+        rows = cat[cat["cube"] == i]
+        assert 3 <= len(rows) <= 6 and list(rows["id"]) == list(range(len(rows)))
+    h = fits.getheader(out / "cube_00000.fits")
+    assert (h["CTYPE1"], h["CTYPE2"], h["CTYPE3"], h["CTYPE4"]) == ("RA---SIN", "DEC--SIN", "FREQ", "STOKES")
+    assert h["CRPIX1"] == 48 / 2 + 1 and h["BUNIT"] == "Jy/beam" and h["CDELT1"] < 0
+    assert 0.7 / 3600 < h["BMAJ"] < 1.0 / 3600 and h["BMIN"] <= h["BMAJ"]
+    assert fits.getheader(out / "sky_00000.fits")["BUNIT"] == "Jy/pixel"
+    assert len(fits.open(out / "cube_00000.fits")["BEAMS"].data) == 16
+
+
+def test_pixel_conventions_x_column_y_row_z_channel(made):
+    """x indexes NAXIS1, y NAXIS2, z the stored spectral axis; all 0-based; WCS agrees."""
+    out, _ = made
+    cat = Table.read(out / "catalogue.csv")
+    sky = _data(out / "sky_00001.fits")[0]  # (z, y, x)
+    wcs = WCS(fits.getheader(out / "sky_00001.fits"))
+    for row in cat[cat["cube"] == 1]:
+        world = wcs.wcs_pix2world([[row["x"], row["y"], row["z"], 0]], 0)[0]
+        assert world[0] == pytest.approx(row["ra"], abs=1e-9)
+        assert world[1] == pytest.approx(row["dec"], abs=1e-9)
+        assert world[2] == pytest.approx(row["freq"], rel=1e-12)
+
+
+def test_a_lone_source_peaks_at_its_catalogue_pixel_and_channel(made, tmp_path):
+    _, config = made
+    config = config.replace(**{"sky.n_serendipitous": [0, 0], "sky.spectral_index": [0, 0], "noise.mode": "none"})
+    generate(tmp_path, 1, config, progress=False)
+    row = Table.read(tmp_path / "catalogue.csv")[0]
+    for name in ("sky", "cube"):
+        data = _data(tmp_path / f"{name}_00000.fits")[0]
+        z, y, x = np.unravel_index(np.argmax(data), data.shape)
+        assert (x, y) == (round(row["x"]), round(row["y"])) and abs(z - row["z"]) <= 0.5
+    integrated = _data(tmp_path / "sky_00000.fits")[0].sum(axis=0)
+    rows, cols = np.nonzero(integrated >= 0.15 * integrated.max())  # half-open box, numpy-slice style
+    assert (row["x0"], row["y0"], row["x1"], row["y1"]) == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+
+
+def test_central_source_reaches_the_target_snr(made):
+    out, _ = made
+    cat = Table.read(out / "catalogue.csv")
+    for i in range(3):
+        target = fits.getheader(out / f"cube_{i:05d}.fits")["TARGSNR"]
+        central = cat[(cat["cube"] == i) & (cat["id"] == 0)][0]
+        assert central["peak_snr"] == pytest.approx(target, rel=0.25)
+        assert np.all(cat[cat["cube"] == i]["blendness"] >= 0)
+
+
+def test_same_seed_same_cubes_and_resume_rebuilds_only_missing(made, tmp_path):
+    out, config = made
+    again = tmp_path / "again"
+    generate(again, 2, config, progress=False)
+    assert np.array_equal(_data(again / "cube_00001.fits"), _data(out / "cube_00001.fits"))
+    before = (again / "cube_00000.fits").stat().st_mtime_ns
+    (again / "cube_00001.fits").unlink()
+    (again / ".cube_00001.fits.abc.tmp").write_text("half-written")
+    generate(again, 3, config, progress=False)
+    assert (again / "cube_00000.fits").stat().st_mtime_ns == before
+    assert not list(again.glob(".*.tmp"))
+    for i in (1, 2):
+        assert np.array_equal(_data(again / f"cube_{i:05d}.fits"), _data(out / f"cube_{i:05d}.fits"))
+    other = tmp_path / "other"
+    generate(other, 1, config.replace(seed=4), progress=False)
+    assert not np.array_equal(_data(other / "cube_00000.fits"), _data(out / "cube_00000.fits"))
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_rejects_bad_config_with_one_line_and_writes_nothing(tmp_path):
+    for args, field in [
+        (["--set", "sky.fwhm_px=[8,2]"], "sim.sky.fwhm_px"),
+        (["--size", "-5"], "sim.cube.size"),
+        (["--channels", "0"], "sim.cube.channels"),
+        (["--antenna-config", "alma.cycle99.1"], "sim.observation.antenna_config"),
+        (["--set", "sky.colour=1"], "sim.sky.colour"),
+    ]:
+        r = _cli("generate", "--out", str(tmp_path / "out"), "--n", "1", *args)
+        assert r.returncode == 2, r.stderr
+        assert field in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_to_mix_configurations_in_one_directory(tmp_path):
+    out = str(tmp_path / "o")
+    assert _cli("generate", "--out", out, "--n", "1", "--size", "32", "--channels", "4", "--quiet").returncode == 0
+    r = _cli("generate", "--out", out, "--n", "1", "--size", "40", "--channels", "4", "--quiet")
+    assert r.returncode == 2 and "sim.cube.size" in r.stderr
+    r = _cli("generate", "--out", out, "--n", "1", "--size", "40", "--channels", "4", "--quiet", "--overwrite")
+    assert r.returncode == 0 and fits.getdata(tmp_path / "o" / "cube_00000.fits").shape == (1, 4, 40, 40)
+
+
+@pytest.mark.slow
+def test_dask_workers_give_the_same_cubes(made, tmp_path):
+    out, config = made
+    generate(tmp_path / "dask", 2, config, workers=2, progress=False)
+    for i in range(2):
+        assert np.array_equal(_data(tmp_path / "dask" / f"cube_{i:05d}.fits"), _data(out / f"cube_{i:05d}.fits"))
