@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--noise", choices=("none", "thermal", "snr"))
     g.add_argument("--workers", type=int, default=1, help="local worker processes (Dask LocalCluster)")
     g.add_argument("--dask-scheduler", metavar="ADDRESS", help="run on an existing Dask cluster")
+    g.add_argument("--psf", action="store_true", help="also write the set-up's dirty beam to OUT/psf.fits")
     g.add_argument("--overwrite", action="store_true", help="discard existing cubes in --out")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     _common(g)
@@ -96,7 +97,7 @@ def run_generate(args: argparse.Namespace) -> None:
         "backend": args.backend, "observation.antenna_config": args.antenna_config, "seed": args.seed,
     })  # fmt: skip
     path = generate(args.out, args.n, config, workers=args.workers, overwrite=args.overwrite,
-                    dask_scheduler=args.dask_scheduler, progress=not args.quiet)  # fmt: skip
+                    dask_scheduler=args.dask_scheduler, progress=not args.quiet, psf=args.psf)  # fmt: skip
     print(f"wrote {args.n} cubes and {path}")
 
 

@@ -131,6 +131,16 @@ def write_cube(out_dir: Path, index: int, config: SimConfig) -> Table:
     return table
 
 
+def write_psf(path: Path, config: SimConfig) -> None:
+    """The fast backend's dirty beam for `config`, one plane per channel, peak 1."""
+    obs, cube_cfg = config.observation, config.cube
+    freqs = sky.channel_frequencies(obs.centre_freq_hz, obs.channel_width_hz, cube_cfg.channels)
+    instrument = build_instrument(obs, cube_cfg.size, freqs)
+    header = fitsio.celestial_header(obs, cube_cfg.size, freqs)
+    fitsio.write_atomic(path, fitsio.cube_hdus(instrument.psf(), header, bunit="", beams=instrument.beams,
+                                               cards={"ORIGIN": "dfjax.sim", "ANTCFG": obs.antenna_config}))  # fmt: skip
+
+
 def read_catalogue_rows(path: Path) -> Table:
     """The truth rows stored in a finished cube's SOURCES extension."""
     return Table.read(path, hdu="SOURCES")
@@ -150,8 +160,9 @@ def _prepare(out_dir: Path, config: SimConfig, overwrite: bool) -> None:
             raise ConfigError(f"{out_dir} was generated with a different configuration "
                               f"({diff}); use --overwrite or another --out")  # fmt: skip
     if overwrite:
-        for p in list(out_dir.glob("cube_*.fits")) + list(out_dir.glob("sky_*.fits")) + list(out_dir.glob(".*.tmp")):
+        for p in [*out_dir.glob("cube_*.fits"), *out_dir.glob("sky_*.fits"), *out_dir.glob(".*.tmp")]:
             p.unlink()
+        (out_dir / "psf.fits").unlink(missing_ok=True)
         (out_dir / "catalogue.csv").unlink(missing_ok=True)
     for p in out_dir.glob(".*.tmp"):  # leftovers of an interrupted run
         p.unlink()
@@ -180,8 +191,12 @@ def generate(
     overwrite: bool = False,
     dask_scheduler: str | None = None,
     progress: bool = True,
+    psf: bool = False,
 ) -> Path:
-    """Simulate cubes 0..n-1 into `out_dir` (resuming) and write `catalogue.csv`; returns its path."""
+    """Simulate cubes 0..n-1 into `out_dir` (resuming) and write `catalogue.csv`; returns its path.
+
+    With `psf`, also write the (shared) dirty beam of the set-up to ``out_dir/psf.fits``.
+    """
     from tqdm.auto import tqdm
 
     if n < 1:
@@ -202,6 +217,8 @@ def generate(
             bar.update(1)
             bar.set_postfix(s_per_cube=f"{(time.perf_counter() - start) / done:.2f}")
     bar.close()
+    if psf and not (out_dir / "psf.fits").exists():
+        write_psf(out_dir / "psf.fits", config)
     tables = [read_catalogue_rows(out_dir / CUBE_PATTERN.format(i)) for i in range(n)]
     catalogue = vstack(tables) if tables else Table(names=sky.CATALOGUE_COLUMNS)
     path = out_dir / "catalogue.csv"

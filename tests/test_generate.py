@@ -118,11 +118,14 @@ def test_cli_rejects_bad_config_with_one_line_and_writes_nothing(tmp_path):
 
 def test_cli_refuses_to_mix_configurations_in_one_directory(tmp_path):
     out = str(tmp_path / "o")
-    assert _cli("generate", "--out", out, "--n", "1", "--size", "32", "--channels", "4", "--quiet").returncode == 0
+    assert _cli("generate", "--out", out, "--n", "1", "--size", "32", "--channels", "4", "--quiet", "--psf").returncode == 0
+    psf = fits.getdata(tmp_path / "o" / "psf.fits")[0]
+    assert psf.shape == (4, 32, 32) and np.allclose(psf[:, 16, 16], 1.0, atol=1e-5)
     r = _cli("generate", "--out", out, "--n", "1", "--size", "40", "--channels", "4", "--quiet")
     assert r.returncode == 2 and "sim.cube.size" in r.stderr
     r = _cli("generate", "--out", out, "--n", "1", "--size", "40", "--channels", "4", "--quiet", "--overwrite")
     assert r.returncode == 0 and fits.getdata(tmp_path / "o" / "cube_00000.fits").shape == (1, 4, 40, 40)
+    assert not (tmp_path / "o" / "psf.fits").exists()  # --overwrite removed the old set's beam
 
 
 @pytest.mark.slow
