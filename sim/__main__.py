@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from sim.config import ConfigError, SimConfig, from_dict
+from sim.casa import CasaUnavailableError
 from sim.fitsio import FitsInputError
 
 
@@ -136,9 +137,12 @@ def run_observe(args: argparse.Namespace) -> None:
 
         if args.noise == "snr":
             raise ConfigError("--noise snr is only available with the fast backend in `observe`")
-        result = observe_casa(skyf.cube, skyf.freqs_hz, obs, thermal_noise=args.noise == "thermal",
+        flip = nz > 1 and skyf.freqs_hz[1] < skyf.freqs_hz[0]  # CASA wants increasing frequency
+        order = slice(None, None, -1 if flip else 1)
+        result = observe_casa(skyf.cube[order], skyf.freqs_hz[order], obs, thermal_noise=args.noise == "thermal",
                               want_psf=psf_out is not None, seed=seed)  # fmt: skip
-        dirty, beams, psf, rms = result.dirty, result.beams, result.psf, None
+        dirty, beams, rms = result.dirty[order], result.beams[order], None
+        psf = result.psf[order] if result.psf is not None else None
     else:
         ref = np.unravel_index(np.argmax(skyf.cube.max(axis=0)), (n, n))
         result = observe(skyf.cube, instrument, noise=args.noise, seed=seed, target_snr=args.snr, ref_pixel=ref)
@@ -166,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             run_generate(args)
         else:
             run_observe(args)
-    except (ConfigError, FitsInputError) as exc:
+    except (ConfigError, FitsInputError, CasaUnavailableError) as exc:
         print(f"python -m sim: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,70 @@
+"""The fast backend against CASA on a tiny cube (the CI-sized version of benchmarks/fidelity_vs_casa.py)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from sim import sky
+from sim.config import SimConfig
+from sim.generate import generate
+from sim.observe import build_instrument, fit_beam, observe
+
+pytestmark = pytest.mark.casa
+
+
+def _corr(a, b):
+    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    from sim.casa import observe_casa
+
+    config = SimConfig().replace(**{"cube.size": 96, "cube.channels": 2})
+    obs = dataclasses.replace(config.observation, total_time_s=1200.0)
+    freqs = sky.channel_frequencies(obs.centre_freq_hz, obs.channel_width_hz, 2)
+    sources = sky.draw_sources(np.random.default_rng(1), config.sky, 96, 2, freqs)
+    model = sky.build_sky(sources, 96, freqs, 0.001)
+    work = tmp_path_factory.mktemp("casa")
+    casa = observe_casa(model.cube, freqs, obs, thermal_noise=False, workdir=work)
+    casa_noise = observe_casa(np.zeros((2, 128, 128), np.float32), freqs, obs, thermal_noise=True,
+                              want_psf=False, workdir=work, seed=5)  # fmt: skip
+    return obs, freqs, model, casa, casa_noise
+
+
+def test_psf_beam_and_dirty_cube_match_casa(pair):
+    obs, freqs, model, casa, _ = pair
+    ins = build_instrument(obs, 96, freqs)
+    psf = ins.psf()
+    assert _corr(psf, casa.psf) >= 0.99
+    fast_beam, casa_beam = fit_beam(psf[0], obs.cell_arcsec), fit_beam(casa.psf[0], obs.cell_arcsec)
+    assert fast_beam[:2] == pytest.approx(casa_beam[:2], rel=0.05)
+    assert ins.beams[0][:2] == pytest.approx(casa.beams[0][:2], rel=0.05)
+    dirty = observe(model.cube, ins, noise="none").dirty
+    assert _corr(dirty, casa.dirty) >= 0.95
+    assert dirty.max() == pytest.approx(casa.dirty.max(), rel=0.05)
+
+
+def test_thermal_noise_matches_casa(pair):
+    obs, freqs, _, _, casa_noise = pair
+    ins = build_instrument(obs, 128, freqs)
+    fast = observe(np.zeros((2, 128, 128), np.float32), ins, noise="thermal", seed=5).dirty
+    assert float(fast.std()) == pytest.approx(float(casa_noise.dirty.std()), rel=0.15)
+    assert ins.thermal_rms.mean() == pytest.approx(float(casa_noise.dirty.std()), rel=0.15)
+
+
+def test_generate_with_the_casa_backend_gives_the_same_products(tmp_path):
+    config = SimConfig().replace(**{"cube.size": 48, "cube.channels": 2, "seed": 2, "noise.mode": "none",
+                                    "observation.total_time_s": 600.0})  # fmt: skip
+    generate(tmp_path / "fast", 1, config, progress=False)
+    generate(tmp_path / "casa", 1, config.replace(backend="casa"), progress=False)
+    fast_cat, casa_cat = (Table.read(tmp_path / d / "catalogue.csv") for d in ("fast", "casa"))
+    assert fast_cat.colnames == casa_cat.colnames and len(fast_cat) == len(casa_cat)
+    for col in ("x", "y", "z", "fwhm_x", "line_flux", "x0", "y1", "blendness"):
+        assert np.allclose(fast_cat[col], casa_cat[col])
+    fast, casa = (fits.getdata(tmp_path / d / "cube_00000.fits") for d in ("fast", "casa"))
+    assert fast.shape == casa.shape == (1, 2, 48, 48) and _corr(fast, casa) >= 0.95
+    assert fits.getheader(tmp_path / "casa" / "cube_00000.fits")["SIMBACK"] == "casa"
