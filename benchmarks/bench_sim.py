@@ -52,23 +52,25 @@ def main() -> None:
     print(f"device: {device.platform} ({device.device_kind}), {len(jax.devices())} device(s); "
           f"cube {args.size}x{args.size}x{args.channels}, {obs.antenna_config}")  # fmt: skip
 
-    t = time.perf_counter()
-    instrument = build_instrument(obs, args.size, freqs)
-    setup_s = time.perf_counter() - t
-    print(f"instrument set-up (once per configuration): {setup_s:.2f} s; uv grid {instrument.n_pad}^2")
-
     rng = np.random.default_rng(0)
     sources = sky.draw_sources(rng, config.sky, args.size, args.channels, freqs)
     model = sky.build_sky(sources, args.size, freqs, config.sky.peak_jy_per_px)
-    observe(model.cube, instrument, noise="snr", target_snr=20.0)  # compile
-    obs_times = _timed(lambda: observe(model.cube, instrument, noise="snr", target_snr=20.0, seed=1), args.repeat)
-    fast_s = statistics.median(obs_times)
-    print(f"fast observe:      median {fast_s:.3f} s/cube (min {min(obs_times):.3f}, max {max(obs_times):.3f})")
+    fast_s = 0.0
+    for label, support in (("Table-1 skies", sky.support(config.sky, args.size)), ("any sky", None)):
+        t = time.perf_counter()
+        instrument = build_instrument(obs, args.size, freqs, support)
+        setup_s = time.perf_counter() - t
+        observe(model.cube, instrument, noise="snr", target_snr=20.0)  # compile
+        times = _timed(lambda: observe(model.cube, instrument, noise="snr", target_snr=20.0, seed=1), args.repeat)
+        fast_s = fast_s or statistics.median(times)
+        print(f"fast observe, {label:13s} (uv grid {instrument.n_pad}^2, set-up once {setup_s:.1f} s): "
+              f"median {statistics.median(times):.3f} s/cube (min {min(times):.3f}, max {max(times):.3f})")  # fmt: skip
+    instrument = build_instrument(obs, args.size, freqs, sky.support(config.sky, args.size))
     cube_times = _timed(lambda: simulate_cube(0, config), args.repeat)
-    print(f"fast whole cube:   median {statistics.median(cube_times):.3f} s/cube (draw + observe + catalogue)")
+    print(f"fast whole cube:            median {statistics.median(cube_times):.3f} s/cube (draw + observe + catalogue)")
     with tempfile.TemporaryDirectory() as tmp:
         write_times = _timed(lambda: write_cube(Path(tmp), 0, config), args.repeat)
-    print(f"fast with FITS:    median {statistics.median(write_times):.3f} s/cube (+ sky and dirty FITS)")
+    print(f"fast with FITS:             median {statistics.median(write_times):.3f} s/cube (+ sky and dirty FITS)")
 
     if device.platform == "gpu":
         skies = np.repeat(model.cube[None], args.batch, axis=0)

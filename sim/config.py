@@ -53,7 +53,6 @@ class ObservationConfig:
     pwv_mm: float = 0.8
     weighting: str = "natural"  # natural | uniform | briggs
     robust: float = 0.5  # Briggs robustness, used when weighting == "briggs"
-    padding: float = 2.0  # uv-grid padding factor of the fast backend
 
 
 @dataclass(frozen=True)
@@ -205,8 +204,6 @@ def validate(c: SimConfig) -> None:
         )
     if not -2.0 <= o.robust <= 2.0:
         raise ConfigError(f"sim.observation.robust: {o.robust} is outside [-2, 2]")
-    if o.padding < 1.0:
-        raise ConfigError(f"sim.observation.padding: must be >= 1, got {o.padding}")
     if n.mode not in ("none", "thermal", "snr"):
         raise ConfigError(f"sim.noise.mode: {n.mode!r} is not none, thermal or snr")
     _check_range("sim.noise.snr_range", n.snr_range, lo=1e-6)

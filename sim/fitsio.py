@@ -95,7 +95,8 @@ def cube_hdus(
         h["CASAMBM"] = (True, "per-channel beams in the BEAMS extension")
     for key, value in (cards or {}).items():
         h[key] = value
-    hdus = fits.HDUList([fits.PrimaryHDU(np.asarray(data, np.float32)[None], header=h)])
+    # big-endian already, so astropy writes it as it is instead of swapping in place and back
+    hdus = fits.HDUList([fits.PrimaryHDU(np.asarray(data, ">f4")[None], header=h)])
     if beams is not None:
         hdus.append(beams_hdu(beams))
     if sources is not None:

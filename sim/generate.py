@@ -25,7 +25,7 @@ from astropy.wcs import WCS
 
 from sim import fitsio, sky
 from sim.config import ConfigError, SimConfig, from_dict
-from sim.observe import build_instrument, observe, thermal_noise
+from sim.observe import build_instrument, channel_keys, noise_args, observe, thermal_noise
 
 CUBE_PATTERN = "cube_{:05d}.fits"
 SKY_PATTERN = "sky_{:05d}.fits"
@@ -74,7 +74,7 @@ def simulate_cube(index: int, config: SimConfig) -> tuple[np.ndarray, np.ndarray
     model = sky.build_sky(sources, cube_cfg.size, freqs, config.sky.peak_jy_per_px)
     target_snr = float(rng.uniform(*config.noise.snr_range))
     noise_seed = int(rng.integers(2**31 - 1))
-    instrument = build_instrument(obs, cube_cfg.size, freqs)
+    instrument = build_instrument(obs, cube_cfg.size, freqs, sky.support(config.sky, cube_cfg.size))
     if config.backend == "fast":
         result = observe(model.cube, instrument, noise=config.noise.mode, seed=noise_seed, target_snr=target_snr)
         dirty, noise_rms, beams = result.dirty, result.noise_rms, instrument.beams
@@ -107,17 +107,12 @@ def _observe_with_casa(cube, freqs, config, instrument, noise_seed, target_snr):
         c = instrument.size // 2
         wanted = float(dirty[:, c, c].max()) / target_snr
         if wanted > rms:
-            extra = np.asarray(thermal_noise(_key(noise_seed + 1), instrument.noise_index,
-                                             instrument.noise_std, instrument.size))  # fmt: skip
+            keys = channel_keys(noise_seed + 1, instrument.channels)
+            extra = np.asarray(thermal_noise(*noise_args(instrument, keys), n_pad=instrument.n_pad,
+                                             size=instrument.size))  # fmt: skip
             dirty = dirty + extra * (np.sqrt(wanted**2 - rms**2) / rms)
             rms = wanted
     return dirty.astype(np.float32), rms, result.beams
-
-
-def _key(seed: int):
-    import jax
-
-    return jax.random.key(seed)
 
 
 def write_cube(out_dir: Path, index: int, config: SimConfig) -> Table:

@@ -1,13 +1,24 @@
 """The fast backend: a native interferometer in JAX that turns sky-model cubes into dirty cubes.
 
 Everything that depends only on the observing set-up lives in an `Instrument`, built once per
-(configuration, field, channels) and cached: uv tracks at ALMA's latitude, per-channel uv
-scaling with frequency, imaging weights gridded on a padded uv grid, the primary beam, the
-thermal-noise spectrum and the fitted restoring beams. Observing a cube is then one jit-compiled
-FFT convolution per channel plus correlated noise drawn in the uv domain:
+(configuration, field, channels, sky support) and cached: uv tracks at ALMA's latitude,
+per-channel uv scaling with frequency, imaging weights gridded on a padded uv grid, the primary
+beam, the thermal-noise spectrum and the fitted restoring beams. Observing a cube is then one
+jit-compiled FFT convolution per channel plus correlated noise drawn in the uv domain:
 
-    dirty_z = irfft2( W_z * rfft2( PB_z * sky_z ) )      (padded, so no wrap-around)
+    dirty_z = irfft2( W_z * rfft2( PB_z * sky_z ) )      (padded: no wrap-around)
     noise_z = irfft2( N_z ),  N_z ~ complex Gaussian on the sampled uv cells
+
+Both share one inverse transform per channel. The peak that sets the noise level of the `snr`
+mode is a dot product of the sky with the PSF centred on the reference pixel, computed first.
+
+The padded grid is as small as avoiding wrap-around allows: if the sky's emission lies in
+pixels [lo, hi) along both axes, every pixel offset between emission and image is below
+max(hi - 1, size - 1 - lo), and a grid of twice that (plus one) holds the PSF out to it. A
+generic sky (lo=0, hi=size) gets the classic 2x padding. Nearest-cell gridding on the padded
+grid moves each visibility by up to half a cell, a phase error that grows with the offset to at
+most pi/2 at the largest one; it is what decorrelates the far sidelobes a little, in the same
+measure for any padding chosen this way (tests compare against the direct Fourier sum).
 
 Sign convention: RA increases to the left (CDELT1 < 0), so a baseline's u is negated on the
 grid; otherwise the PSF comes out mirrored.
@@ -16,6 +27,8 @@ grid; otherwise the PSF comes out mirrored.
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import jax
@@ -51,12 +64,16 @@ class Instrument:
     obs: ObservationConfig
     size: int
     freqs_hz: np.ndarray  # (nz,)
+    support: tuple[int, int]  # emission must lie in pixels [lo, hi) along both axes
     n_pad: int
     weight_grid: jax.Array  # (nz, n_pad, n_pad//2+1) float32; irfft2 of it is the PSF, peak 1
-    noise_index: jax.Array  # (K,) int32 flat indices of sampled cells of the (size, size//2+1) grid
-    noise_std: jax.Array  # (nz, K) float32, per-component std there, image units (Jy/beam)
+    noise_index: jax.Array  # (K,) int32 flat indices of independent sampled cells of the padded half-plane
+    noise_std: jax.Array  # (nz, K) float32, per-component std there (image units after irfft2)
+    mirror_index: jax.Array  # (M,) cells of the self-conjugate columns that mirror ...
+    mirror_source: jax.Array  # (M,) ... the independent cell at this position: H(-k) = conj H(k)
     thermal_rms: np.ndarray  # (nz,) expected thermal-noise rms per channel, Jy/beam
     primary_beam: jax.Array  # (nz, size, size) float32
+    centred_psf: jax.Array  # (nz, size, size) float32, peak 1 at (size//2, size//2)
     beams: np.ndarray  # (nz, 3): bmaj, bmin (arcsec), bpa (deg, east of north)
 
     @property
@@ -65,15 +82,21 @@ class Instrument:
 
     def psf(self) -> np.ndarray:
         """(nz, size, size) dirty beam, peak 1 at pixel (size//2, size//2)."""
-        return np.asarray(_psf(self.weight_grid, self.n_pad, self.size))
+        return np.asarray(self.centred_psf)
+
+    def psf_at(self, ref: tuple[int, int]) -> jax.Array:
+        """PSF(ref - q) for every pixel q: the response at pixel ref = (y, x) to each sky pixel."""
+        if tuple(ref) == (self.size // 2, self.size // 2):
+            return self.centred_psf
+        return _psf(self.weight_grid, self.n_pad, self.size, tuple(int(r) for r in ref))
 
 
-@functools.partial(jax.jit, static_argnames=("n_pad", "size"))
-def _psf(weight_grid: jax.Array, n_pad: int, size: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("n_pad", "size", "centre"))
+def _psf(weight_grid: jax.Array, n_pad: int, size: int, centre: tuple[int, int]) -> jax.Array:
+    """The padded PSF rolled so its peak sits at `centre`; being point-symmetric, this is also
+    PSF(centre - q) over the pixels q of the image."""
     psf = jnp.fft.irfft2(weight_grid, s=(n_pad, n_pad))
-    c = size // 2
-    psf = jnp.roll(psf, (c, c), axis=(1, 2))
-    return psf[:, :size, :size]
+    return jnp.roll(psf, centre, axis=(1, 2))[:, :size, :size]
 
 
 def primary_beam(size: int, cell_arcsec: float, freqs_hz: np.ndarray, dish_m: float = 12.0) -> np.ndarray:
@@ -133,27 +156,72 @@ def fit_beam(psf: np.ndarray, cell_arcsec: float, threshold: float = 0.35) -> tu
     return float(sig_maj * fwhm), float(sig_min * fwhm), float(bpa)
 
 
-def build_instrument(obs: ObservationConfig, size: int, freqs_hz: np.ndarray) -> Instrument:
-    """Grid the uv coverage of `obs` for a (size x size) field; cached per set-up."""
-    return _build_instrument(obs, size, tuple(float(f) for f in freqs_hz))
+def pad_size(size: int, support: tuple[int, int]) -> int:
+    """Smallest fast FFT size that convolves emission in [lo, hi) onto a size-pixel image without wrap."""
+    lo, hi = support
+    reach = max(hi - 1, size - 1 - lo)  # largest pixel offset between emission and image
+    return _fast_size(max(size, 2 * reach + 1))
+
+
+def build_instrument(obs: ObservationConfig, size: int, freqs_hz: np.ndarray,
+                     support: tuple[int, int] | None = None) -> Instrument:  # fmt: skip
+    """Grid the uv coverage of `obs` for a (size x size) field; cached per set-up.
+
+    support: pixel range [lo, hi) (both axes) outside which the sky is zero; default the field.
+    """
+    lo, hi = support if support is not None else (0, size)
+    if not 0 <= lo < hi <= size:
+        raise ValueError(f"support [{lo}, {hi}) is not inside a field of {size} pixels")
+    return _build_instrument(obs, size, tuple(float(f) for f in freqs_hz), (int(lo), int(hi)))
+
+
+def _grid_index(u_m: np.ndarray, v_m: np.ndarray, scale: float, n: int, cell_rad: float) -> np.ndarray:
+    """Flat index of each visibility's nearest cell on an (n, n) grid; u negated (RA to the left)."""
+    kx = np.rint(-u_m * scale * n * cell_rad).astype(np.int64) % n
+    ky = np.rint(v_m * scale * n * cell_rad).astype(np.int64) % n
+    return ky * n + kx
+
+
+def _noise_layout(var_h: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Independent cells of an rfft half-plane (size, size//2+1), and the cells of the
+    self-conjugate columns (kx = 0, size/2) that are the conjugates of others:
+    H(0, -ky) = conj H(0, ky). Self-conjugate cells (never sampled in practice) stay empty."""
+    half = size // 2 + 1
+    sampled = (var_h > 0).any(axis=0)  # (size, half)
+    mirror_of = {}
+    for col in [0] + ([size // 2] if size % 2 == 0 else []):
+        for ky in range(size):
+            partner = (-ky) % size
+            if partner == ky:
+                sampled[ky, col] = False  # self-conjugate: never sampled in practice
+            elif ky > partner:
+                if sampled[ky, col] or sampled[partner, col]:
+                    mirror_of[ky * half + col] = partner * half + col
+                    sampled[partner, col] = True
+                sampled[ky, col] = False
+    independent = np.flatnonzero(sampled.ravel())
+    position = {cell: i for i, cell in enumerate(independent)}
+    mirror = np.array(sorted(mirror_of), dtype=np.int64)
+    source = np.array([position[mirror_of[m]] for m in mirror], dtype=np.int64)
+    return independent, mirror, source
 
 
 @functools.lru_cache(maxsize=4)
-def _build_instrument(obs: ObservationConfig, size: int, freqs: tuple[float, ...]) -> Instrument:
+def _build_instrument(obs: ObservationConfig, size: int, freqs: tuple[float, ...],
+                      support: tuple[int, int]) -> Instrument:  # fmt: skip
     freqs_hz = np.asarray(freqs)
     array = load_configuration(obs.antenna_config)
     uvw = uvw_tracks_m(array, dec_deg=obs.dec_deg, total_time_s=obs.total_time_s, integration_s=obs.integration_s)
-    n_times, n_bl = uvw.shape[:2]
+    n_bl = uvw.shape[1]
     u_m, v_m = uvw[..., 0].ravel(), uvw[..., 1].ravel()
     elev = np.repeat(elevation_deg(obs.dec_deg, hour_angles_rad(obs.total_time_s, obs.integration_s)), n_bl)
     dish = float(np.median(array.diameter_m))
 
-    n_pad = _fast_size(int(np.ceil(obs.padding * size)))
+    n_pad = pad_size(size, support)
     n_half = n_pad // 2 + 1
-    c_half = size // 2 + 1
     nz = len(freqs_hz)
     weight_grid = np.empty((nz, n_pad, n_half), np.float32)
-    noise_var = np.empty((nz, size, c_half))
+    var_h = np.empty((nz, n_pad, n_half))
     thermal_rms = np.empty(nz)
     cell_rad = obs.cell_arcsec * ARCSEC
     for z, freq in enumerate(freqs_hz):
@@ -161,102 +229,153 @@ def _build_instrument(obs: ObservationConfig, size: int, freqs: tuple[float, ...
         sigma = visibility_sigma_jy(freq, pwv_mm=obs.pwv_mm, elevation_deg=elev,
                                     channel_width_hz=obs.channel_width_hz, integration_s=obs.integration_s,
                                     dish_diameter_m=dish) / np.sqrt(2.0)  # Stokes I of XX, YY  # fmt: skip
-        # fine (padded) grid: nearest cell, u negated (RA increases to the left)
-        kx = np.rint(-u_m * scale * n_pad * cell_rad).astype(np.int64) % n_pad
-        ky = np.rint(v_m * scale * n_pad * cell_rad).astype(np.int64) % n_pad
-        fine = ky * n_pad + kx
-        counts = np.bincount(fine, minlength=n_pad * n_pad).reshape(n_pad, n_pad).astype(np.float64)
-        counts_h = counts + _hermitian_flip(counts)
-        w = _imaging_weights(counts_h.ravel(), fine, obs)
+        # weighting density on the image-size grid (as tclean), so weights do not depend on n_pad
+        coarse = _grid_index(u_m, v_m, scale, size, cell_rad)
+        counts = np.bincount(coarse, minlength=size * size).reshape(size, size).astype(np.float64)
+        w = _imaging_weights((counts + _hermitian_flip(counts)).ravel(), coarse, obs)
         sum_w = w.sum()
+        fine = _grid_index(u_m, v_m, scale, n_pad, cell_rad)
         grid = np.bincount(fine, weights=w, minlength=n_pad * n_pad).reshape(n_pad, n_pad)
-        grid_h = grid + _hermitian_flip(grid)
-        weight_grid[z] = (grid_h[:, :n_half] * n_pad**2 / (2.0 * sum_w)).astype(np.float32)
-        # coarse (image-size) grid for the noise: s(k)^2 = sum of w^2 sigma^2 over the cell
-        cx = np.rint(-u_m * scale * size * cell_rad).astype(np.int64) % size
-        cy = np.rint(v_m * scale * size * cell_rad).astype(np.int64) % size
-        s2 = np.bincount(cy * size + cx, weights=(w * sigma) ** 2, minlength=size * size).reshape(size, size)
-        s2_flip = _hermitian_flip(s2)
-        var_h = (s2 + s2_flip) / 4.0  # Hermitian part H(k) = (G(k) + conj G(-k)) / 2
-        var_h[:, 0] = s2[:, 0]  # self-conjugate columns: draw G, symmetrise on the fly
-        if size % 2 == 0:
-            var_h[:, size // 2] = s2[:, size // 2]
-        noise_var[z] = var_h[:, :c_half] * (size**2 / sum_w) ** 2
+        weight_grid[z] = ((grid + _hermitian_flip(grid))[:, :n_half] * n_pad**2 / (2.0 * sum_w)).astype(np.float32)
+        # noise: G(k) = sum of w n over a cell, var s(k)^2 = sum w^2 sigma^2; the image is the
+        # irfft2 of the Hermitian part H(k) = (G(k) + conj G(-k)) / 2 times n_pad^2 / sum_w
+        s2 = np.bincount(fine, weights=(w * sigma) ** 2, minlength=n_pad * n_pad).reshape(n_pad, n_pad)
+        var_h[z] = ((s2 + _hermitian_flip(s2)) / 4.0)[:, :n_half] * (n_pad**2 / sum_w) ** 2
         thermal_rms[z] = np.sqrt(np.sum((w * sigma) ** 2)) / sum_w
 
-    sampled = np.flatnonzero((noise_var > 0).any(axis=0).ravel())
-    noise_std = np.sqrt(noise_var.reshape(nz, -1)[:, sampled]).astype(np.float32)
+    independent, mirror, source = _noise_layout(var_h, n_pad)
+    noise_std = np.sqrt(var_h.reshape(nz, -1)[:, independent]).astype(np.float32)
     instrument = Instrument(
         obs=obs,
         size=size,
         freqs_hz=freqs_hz,
+        support=support,
         n_pad=n_pad,
         weight_grid=jnp.asarray(weight_grid),
-        noise_index=jnp.asarray(sampled, dtype=jnp.int32),
+        noise_index=jnp.asarray(independent, dtype=jnp.int32),
         noise_std=jnp.asarray(noise_std),
+        mirror_index=jnp.asarray(mirror, dtype=jnp.int32),
+        mirror_source=jnp.asarray(source, dtype=jnp.int32),
         thermal_rms=thermal_rms,
         primary_beam=jnp.asarray(primary_beam(size, obs.cell_arcsec, freqs_hz, dish)),
+        centred_psf=_psf(jnp.asarray(weight_grid), n_pad, size, (size // 2, size // 2)),
         beams=np.zeros((nz, 3)),
     )
-    psf = np.asarray(_psf(instrument.weight_grid, n_pad, size))
+    psf = instrument.psf()
     c, h = size // 2, min(size // 2, 32)
     beams = np.array([fit_beam(p[c - h : c + h + 1, c - h : c + h + 1], obs.cell_arcsec) for p in psf])
     object.__setattr__(instrument, "beams", beams)
     return instrument
 
 
+def _forward(sky: jax.Array, primary_beam: jax.Array, weight_grid: jax.Array, n_pad: int) -> jax.Array:
+    """W * rfft2(PB * sky) on the padded half-plane, (nz, n_pad, n_pad//2+1); zero rows of the
+    padded sky are skipped by transforming x first."""
+    spec = jnp.fft.rfft(sky * primary_beam, n=n_pad, axis=2)
+    return jnp.fft.fft(spec, n=n_pad, axis=1) * weight_grid
+
+
+def _inverse(spec: jax.Array, n_pad: int, size: int) -> jax.Array:
+    """irfft2 of a half-plane spectrum, computing only the (size, size) corner that is kept."""
+    rows = jnp.fft.ifft(spec, axis=1)[:, :size, :]
+    return jnp.fft.irfft(rows, n=n_pad, axis=2)[:, :, :size]
+
+
 @functools.partial(jax.jit, static_argnames=("n_pad",))
 def dirty_signal(sky: jax.Array, primary_beam: jax.Array, weight_grid: jax.Array, n_pad: int) -> jax.Array:
-    """Noiseless dirty cube (nz, n, n) in Jy/beam from a sky cube (nz, n, n) in Jy/pixel.
-
-    The padded grid (n_pad >= 2n - 1) makes the circular convolution equal the linear one.
-    Zero rows of the padded sky are skipped by transforming x first, and only the n output rows
-    are inverse-transformed along x.
-    """
-    n = sky.shape[-1]
-    spec = jnp.fft.rfft(sky * primary_beam, n=n_pad, axis=2)
-    spec = jnp.fft.fft(spec, n=n_pad, axis=1) * weight_grid
-    rows = jnp.fft.ifft(spec, axis=1)[:, :n, :]
-    return jnp.fft.irfft(rows, n=n_pad, axis=2)[:, :, :n]
+    """Noiseless dirty cube (nz, n, n) in Jy/beam from a sky cube (nz, n, n) in Jy/pixel."""
+    return _inverse(_forward(sky, primary_beam, weight_grid, n_pad), n_pad, sky.shape[-1])
 
 
-@functools.partial(jax.jit, static_argnames=("size",))
-def thermal_noise(key: jax.Array, noise_index: jax.Array, noise_std: jax.Array, size: int) -> jax.Array:
-    """One realisation of the thermal noise cube (nz, size, size), Jy/beam, correlated like the PSF."""
-    nz, k = noise_std.shape
-    half = size // 2 + 1
-    g = jax.random.normal(key, (nz, k, 2), dtype=jnp.float32)
+def channel_keys(seed: int, channels: int) -> jax.Array:
+    """One noise key per channel, so results do not depend on how channels are batched."""
+    return jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(seed), jnp.arange(channels))
+
+
+def _add_noise(spec, scale, keys, noise_index, noise_std, mirror_index, mirror_source):
+    """spec + scale * (Hermitian thermal-noise spectrum), scattered in place on the sampled cells
+    of the padded half-plane; also returns the noise's image-domain mean square at unit scale."""
+    nz, n_pad, half = spec.shape
+    k = noise_std.shape[1]
+    g = jax.vmap(lambda key: jax.random.normal(key, (k, 2), dtype=jnp.float32))(keys)
     vals = (g[..., 0] + 1j * g[..., 1]) * noise_std
-    grid = jnp.zeros((nz, size * half), jnp.complex64).at[:, noise_index].set(vals).reshape(nz, size, half)
-    flip = lambda col: jnp.roll(col[:, ::-1], 1, axis=1)  # noqa: E731  col[-ky]
-    cols = [0] + ([size // 2] if size % 2 == 0 else [])
-    for col in cols:
-        g_col = grid[:, :, col]
-        grid = grid.at[:, :, col].set(0.5 * (g_col + jnp.conj(flip(g_col))))
-    return jnp.fft.irfft2(grid, s=(size, size))
+    flat = spec.reshape(nz, n_pad * half).at[:, noise_index].add(scale * vals)
+    flat = flat.at[:, mirror_index].add(scale * jnp.conj(vals[:, mirror_source]))
+    # Parseval: every independent cell has one conjugate partner in the full plane
+    mean_square = 2.0 * jnp.sum(jnp.abs(vals) ** 2) / (nz * float(n_pad) ** 4)
+    return flat.reshape(nz, n_pad, half), mean_square
+
+
+@functools.partial(jax.jit, static_argnames=("n_pad", "size"))
+def thermal_noise(keys: jax.Array, noise_index: jax.Array, noise_std: jax.Array, mirror_index: jax.Array,
+                  mirror_source: jax.Array, *, n_pad: int, size: int) -> jax.Array:  # fmt: skip
+    """Thermal noise alone (nz, size, size) in Jy/beam, correlated like the PSF; a key per channel."""
+    empty = jnp.zeros((noise_std.shape[0], n_pad, n_pad // 2 + 1), jnp.complex64)
+    grid, _ = _add_noise(empty, 1.0, keys, noise_index, noise_std, mirror_index, mirror_source)
+    return _inverse(grid, n_pad, size)
+
+
+def noise_args(ins: "Instrument", keys: jax.Array, channels: slice = slice(None)) -> tuple:
+    """The noise inputs of `thermal_noise` for some channels of an instrument."""
+    return keys[channels], ins.noise_index, ins.noise_std[channels], ins.mirror_index, ins.mirror_source
 
 
 @dataclass
 class Observation:
     dirty: np.ndarray  # (nz, n, n) float32, Jy/beam
-    noise_rms: float  # rms of the noise actually added, Jy/beam (0 without noise)
+    noise_rms: float  # rms of the noise added (over the padded field, by Parseval), Jy/beam
     noise_scale: float  # factor applied to the thermal noise (1 for thermal, >=1 for snr)
-    signal_peak: float  # peak of the noiseless dirty cube at the reference pixel, Jy/beam
+    signal_peak: float  # peak over channels of the noiseless dirty cube at the reference pixel
+
+
+@jax.jit
+def _peak(sky: jax.Array, pb: jax.Array, psf_at_ref: jax.Array) -> jax.Array:
+    """Largest noiseless dirty value at the reference pixel over channels: sum_q sky PB PSF(ref - q)."""
+    return jnp.max(jnp.einsum("zyx,zyx->z", sky * pb, psf_at_ref))
+
+
+def _noise_scale(mode: str, peak, target_snr, expected_rms):
+    return jnp.maximum(1.0, peak / (target_snr * expected_rms)) if mode == "snr" else jnp.float32(1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("n_pad", "with_noise", "channels"))
+def _observe_chunk(sky, pb, weight_grid, scale, args, *, n_pad: int, with_noise: bool,
+                   channels: tuple[int, int] | None = None):  # fmt: skip
+    """Dirty channels (signal + scale * thermal noise) and the noise's mean square (unit scale);
+    with `channels` = (start, stop), only those channels of the full-cube inputs."""
+    if channels is not None:
+        sky, pb, weight_grid = (x[channels[0] : channels[1]] for x in (sky, pb, weight_grid))
+        keys, idx, std, m_idx, m_src = args
+        args = (keys[channels[0] : channels[1]], idx, std[channels[0] : channels[1]], m_idx, m_src)
+    spec = _forward(sky, pb, weight_grid, n_pad)
+    if not with_noise:
+        return _inverse(spec, n_pad, sky.shape[-1]), jnp.float32(0.0)
+    spec, mean_square = _add_noise(spec, scale, *args)
+    return _inverse(spec, n_pad, sky.shape[-1]), mean_square
 
 
 @functools.partial(jax.jit, static_argnames=("n_pad", "mode"))
-def _observe(sky, key, target_snr, ref_pixel, primary_beam, weight_grid, noise_index, noise_std,
-             expected_rms, *, n_pad: int, mode: str):  # fmt: skip
-    signal = dirty_signal(sky, primary_beam, weight_grid, n_pad)
-    peak = jnp.max(signal[:, ref_pixel[0], ref_pixel[1]])
-    if mode == "none":
-        return signal, jnp.float32(0.0), jnp.float32(0.0), peak
-    noise = thermal_noise(key, noise_index, noise_std, sky.shape[-1])
-    scale = jnp.float32(1.0)
-    if mode == "snr":
-        scale = jnp.maximum(1.0, peak / (target_snr * expected_rms))
-    noise = noise * scale
-    return signal + noise, jnp.sqrt(jnp.mean(noise**2)), scale, peak
+def _observe_fused(sky, keys, target_snr, psf_at_ref, pb, weight_grid, noise_index, noise_std, mirror_index,
+                   mirror_source, expected_rms, *, n_pad: int, mode: str):  # fmt: skip
+    """The whole observation of one cube in one XLA program (GPU path, and vmapped batches)."""
+    peak = _peak(sky, pb, psf_at_ref)
+    scale = _noise_scale(mode, peak, target_snr, expected_rms)
+    args = (keys, noise_index, noise_std, mirror_index, mirror_source)
+    dirty, mean_square = _observe_chunk(sky, pb, weight_grid, scale, args, n_pad=n_pad, with_noise=mode != "none")
+    return dirty, scale * jnp.sqrt(mean_square), jnp.where(mode == "none", 0.0, scale), peak
+
+
+def _check(sky: np.ndarray, ins: Instrument) -> None:
+    nz, ny, nx = sky.shape
+    if (ny, nx) != (ins.size, ins.size) or nz != ins.channels:
+        raise ValueError(f"sky cube {sky.shape} does not match the instrument "
+                         f"({ins.channels}, {ins.size}, {ins.size})")  # fmt: skip
+    lo, hi = ins.support
+    if (lo, hi) != (0, ins.size):
+        footprint = np.abs(sky).max(axis=0) > 0
+        rows, cols = np.flatnonzero(footprint.any(axis=1)), np.flatnonzero(footprint.any(axis=0))
+        if rows.size and (min(rows[0], cols[0]) < lo or max(rows[-1], cols[-1]) >= hi):
+            raise ValueError(f"the sky has emission outside the instrument's support [{lo}, {hi})")
 
 
 def observe(
@@ -267,28 +386,56 @@ def observe(
     seed: int = 0,
     target_snr: float | None = None,
     ref_pixel: tuple[int, int] | None = None,
+    threads: int | None = None,
 ) -> Observation:
     """Observe a sky cube (nz, n, n) in Jy/pixel with the fast backend.
 
     noise: "none", "thermal", or "snr" (thermal noise scaled up, never down, so that the
     peak at `ref_pixel` (y, x; default the field centre) over the noise rms is `target_snr`).
+    threads: on a CPU, channels are split over this many threads (default: all cores); the
+    result does not depend on it.
     """
-    nz, ny, nx = sky_jy_per_px.shape
-    if (ny, nx) != (instrument.size, instrument.size) or nz != instrument.channels:
-        raise ValueError(f"sky cube {sky_jy_per_px.shape} does not match the instrument "
-                         f"({instrument.channels}, {instrument.size}, {instrument.size})")  # fmt: skip
     if noise not in ("none", "thermal", "snr"):
         raise ValueError(f"noise must be none, thermal or snr, got {noise!r}")
     if noise == "snr" and (target_snr is None or target_snr <= 0):
         raise ValueError("noise='snr' needs a positive target_snr")
-    ref = ref_pixel if ref_pixel is not None else (instrument.size // 2, instrument.size // 2)
-    dirty, rms, scale, peak = _observe(
-        jnp.asarray(sky_jy_per_px, jnp.float32), jax.random.key(seed), jnp.float32(target_snr or 1.0),
-        jnp.asarray(ref, jnp.int32), instrument.primary_beam, instrument.weight_grid,
-        instrument.noise_index, instrument.noise_std, jnp.float32(instrument.thermal_rms.mean()),
-        n_pad=instrument.n_pad, mode=noise,
-    )  # fmt: skip
-    return Observation(np.asarray(dirty), float(rms), float(scale), float(peak))
+    sky = np.asarray(sky_jy_per_px, np.float32)
+    ins = instrument
+    _check(sky, ins)
+    psf_at_ref = ins.psf_at(ref_pixel if ref_pixel is not None else (ins.size // 2, ins.size // 2))
+    keys = channel_keys(seed, ins.channels)
+    snr, expected = jnp.float32(target_snr or 1.0), jnp.float32(ins.thermal_rms.mean())
+    if threads is None:
+        threads = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
+    threads = max(1, min(threads, ins.channels))
+    if threads == 1:
+        dirty, rms, scale, peak = _observe_fused(
+            jnp.asarray(sky), keys, snr, psf_at_ref, ins.primary_beam, ins.weight_grid, ins.noise_index,
+            ins.noise_std, ins.mirror_index, ins.mirror_source, expected, n_pad=ins.n_pad, mode=noise)  # fmt: skip
+        return Observation(np.asarray(dirty), float(rms), float(scale), float(peak))
+
+    # CPU: XLA runs one FFT on about one core, so independent channel chunks go to threads
+    sky_dev = jnp.asarray(sky)
+    peak = float(_peak(sky_dev, ins.primary_beam, psf_at_ref))
+    scale = jnp.float32(_noise_scale(noise, peak, snr, expected))
+    bounds = np.linspace(0, ins.channels, threads + 1).astype(int)
+    chunks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    dirty = np.empty(sky.shape, np.float32)
+
+    def run(c: slice) -> float:
+        part, mean_square = _observe_chunk(sky_dev, ins.primary_beam, ins.weight_grid, scale,
+                                           noise_args(ins, keys), n_pad=ins.n_pad,
+                                           with_noise=noise != "none", channels=(c.start, c.stop))  # fmt: skip
+        dirty[c] = np.asarray(part)
+        return float(mean_square) * (c.stop - c.start)
+
+    with ThreadPoolExecutor(threads) as pool:
+        parts = list(pool.map(run, chunks))
+    if noise == "none":
+        return Observation(dirty, 0.0, 0.0, peak)
+    rms = float(scale) * np.sqrt(sum(parts) / ins.channels)
+    return Observation(dirty, float(rms), float(scale), peak)
 
 
 def observe_batch(
@@ -303,13 +450,12 @@ def observe_batch(
 
     Returns device arrays (dirty (B, nz, n, n), noise rms (B,)); reference pixel is the centre.
     """
-    b = skies.shape[0]
+    ins, b = instrument, skies.shape[0]
     snrs = jnp.ones(b, jnp.float32) if target_snrs is None else jnp.asarray(target_snrs, jnp.float32)
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-    ref = jnp.asarray((instrument.size // 2, instrument.size // 2), jnp.int32)
-    fn = jax.vmap(functools.partial(_observe, n_pad=instrument.n_pad, mode=noise),
-                  in_axes=(0, 0, 0, None, None, None, None, None, None))  # fmt: skip
-    dirty, rms, _, _ = fn(jnp.asarray(skies, jnp.float32), keys, snrs, ref, instrument.primary_beam,
-                          instrument.weight_grid, instrument.noise_index, instrument.noise_std,
-                          jnp.float32(instrument.thermal_rms.mean()))  # fmt: skip
+    keys = jnp.stack([channel_keys(int(s), ins.channels) for s in seeds])
+    fn = jax.vmap(functools.partial(_observe_fused, n_pad=ins.n_pad, mode=noise),
+                  in_axes=(0, 0, 0) + (None,) * 8)  # fmt: skip
+    dirty, rms, _, _ = fn(jnp.asarray(skies, jnp.float32), keys, snrs, ins.centred_psf, ins.primary_beam, ins.weight_grid,
+                          ins.noise_index, ins.noise_std, ins.mirror_index, ins.mirror_source,
+                          jnp.float32(ins.thermal_rms.mean()))  # fmt: skip
     return dirty, rms

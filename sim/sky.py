@@ -29,6 +29,7 @@ from sim.config import SkyConfig
 FWHM_TO_SIGMA = 1.0 / 2.35482
 SPEED_OF_LIGHT_KM_S = 299_792.458
 BOX_THRESHOLD = 0.15  # 2-D box: extent of the integrated emission above 15% of its own peak
+TRUNCATION = 1e-9  # profiles are zero below this fraction of their peak (6.4 sigma)
 
 CATALOGUE_COLUMNS = (
     "cube", "id", "x", "y", "z", "fwhm_x", "fwhm_y", "pa", "fwhm_z",
@@ -130,7 +131,18 @@ def spatial_profile(src: Source, size: int) -> np.ndarray:
     xr = dx * np.cos(pa) - dy * np.sin(pa)
     yr = dx * np.sin(pa) + dy * np.cos(pa)
     sx, sy = src.fwhm_x * FWHM_TO_SIGMA, src.fwhm_y * FWHM_TO_SIGMA
-    return np.exp(-0.5 * ((xr / sx) ** 2 + (yr / sy) ** 2))
+    g = np.exp(-0.5 * ((xr / sx) ** 2 + (yr / sy) ** 2))
+    g[g < TRUNCATION] = 0.0  # compact support: the fast backend pads only as much as it needs
+    return g
+
+
+def support(sky: SkyConfig, size: int) -> tuple[int, int]:
+    """Pixel range [lo, hi), both axes, that holds every source `draw_sources` can make."""
+    reach = np.sqrt(2 * np.log(1 / TRUNCATION)) * sky.fwhm_px[1] * FWHM_TO_SIGMA
+    centre = size // 2
+    lo = np.floor(min(sky.position_frac[0] * size, centre) - reach)
+    hi = np.ceil(max(sky.position_frac[1] * size, centre) + reach) + 1
+    return int(max(lo, 0)), int(min(hi, size))
 
 
 def line_profile(src: Source, channels: int) -> np.ndarray:
@@ -165,10 +177,12 @@ def build_sky(sources: list[Source], size: int, freqs_hz: np.ndarray, peak_jy_pe
     """Render the sources into a cube and rescale its brightest pixel to ``peak_jy_per_px``."""
     profiles = np.stack([spatial_profile(s, size) for s in sources])
     spectra = np.stack([spectrum(s, freqs_hz) for s in sources])
-    cube = np.einsum("sz,syx->zyx", spectra, profiles, optimize=True)
+    flat = profiles.reshape(len(sources), -1).astype(np.float32)
+    cube = (spectra.T.astype(np.float32) @ flat).reshape(len(freqs_hz), size, size)  # sum of rank-1 terms
     scale = peak_jy_per_px / float(cube.max())
+    cube *= np.float32(scale)
     return SkyModel(
-        cube=(cube * scale).astype(np.float32),
+        cube=cube,
         sources=sources,
         profiles=profiles,
         spectra=spectra * scale,
