@@ -76,7 +76,8 @@ def simulate_cube(index: int, config: SimConfig) -> tuple[np.ndarray, np.ndarray
     noise_seed = int(rng.integers(2**31 - 1))
     instrument = build_instrument(obs, cube_cfg.size, freqs, sky.support(config.sky, cube_cfg.size))
     if config.backend == "fast":
-        result = observe(model.cube, instrument, noise=config.noise.mode, seed=noise_seed, target_snr=target_snr)
+        result = observe(model.device_cube, instrument, noise=config.noise.mode, seed=noise_seed,
+                         target_snr=target_snr)  # fmt: skip
         dirty, noise_rms, beams = result.dirty, result.noise_rms, instrument.beams
     else:
         dirty, noise_rms, beams = _observe_with_casa(model.cube, freqs, config, instrument, noise_seed, target_snr)

@@ -379,7 +379,7 @@ def _check(sky: np.ndarray, ins: Instrument) -> None:
 
 
 def observe(
-    sky_jy_per_px: np.ndarray,
+    sky_jy_per_px: np.ndarray | jax.Array,
     instrument: Instrument,
     *,
     noise: str = "thermal",
@@ -388,7 +388,8 @@ def observe(
     ref_pixel: tuple[int, int] | None = None,
     threads: int | None = None,
 ) -> Observation:
-    """Observe a sky cube (nz, n, n) in Jy/pixel with the fast backend.
+    """Observe a sky cube (nz, n, n) in Jy/pixel with the fast backend (numpy or JAX array;
+    a JAX array avoids a host-to-device copy).
 
     noise: "none", "thermal", or "snr" (thermal noise scaled up, never down, so that the
     peak at `ref_pixel` (y, x; default the field centre) over the noise rms is `target_snr`).
@@ -399,7 +400,12 @@ def observe(
         raise ValueError(f"noise must be none, thermal or snr, got {noise!r}")
     if noise == "snr" and (target_snr is None or target_snr <= 0):
         raise ValueError("noise='snr' needs a positive target_snr")
-    sky = np.asarray(sky_jy_per_px, np.float32)
+    if isinstance(sky_jy_per_px, jax.Array):
+        sky_dev = sky_jy_per_px.astype(jnp.float32)
+        sky = np.asarray(sky_dev)  # a view on a CPU
+    else:
+        sky = np.asarray(sky_jy_per_px, np.float32)
+        sky_dev = jnp.asarray(sky)
     ins = instrument
     _check(sky, ins)
     psf_at_ref = ins.psf_at(ref_pixel if ref_pixel is not None else (ins.size // 2, ins.size // 2))
@@ -410,12 +416,11 @@ def observe(
     threads = max(1, min(threads, ins.channels))
     if threads == 1:
         dirty, rms, scale, peak = _observe_fused(
-            jnp.asarray(sky), keys, snr, psf_at_ref, ins.primary_beam, ins.weight_grid, ins.noise_index,
+            sky_dev, keys, snr, psf_at_ref, ins.primary_beam, ins.weight_grid, ins.noise_index,
             ins.noise_std, ins.mirror_index, ins.mirror_source, expected, n_pad=ins.n_pad, mode=noise)  # fmt: skip
         return Observation(np.asarray(dirty), float(rms), float(scale), float(peak))
 
     # CPU: XLA runs one FFT on about one core, so independent channel chunks go to threads
-    sky_dev = jnp.asarray(sky)
     peak = float(_peak(sky_dev, ins.primary_beam, psf_at_ref))
     scale = jnp.float32(_noise_scale(noise, peak, snr, expected))
     bounds = np.linspace(0, ins.channels, threads + 1).astype(int)

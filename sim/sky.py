@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from sim.config import SkyConfig
@@ -166,7 +168,8 @@ def spectrum(src: Source, freqs_hz: np.ndarray) -> np.ndarray:
 class SkyModel:
     """A rescaled sky-model cube (Jy/pixel) with the per-source pieces that made it."""
 
-    cube: np.ndarray  # (nz, ny, nx) float32, Jy/pixel
+    device_cube: jax.Array  # (nz, ny, nx) float32, Jy/pixel, where the fast backend needs it
+    cube: np.ndarray  # the same, as a read-only numpy view (no copy on a CPU)
     sources: list[Source]
     profiles: np.ndarray  # (n_src, ny, nx) unit-peak spatial profiles
     spectra: np.ndarray  # (n_src, nz) spectra in Jy/pixel (rescaled)
@@ -177,12 +180,13 @@ def build_sky(sources: list[Source], size: int, freqs_hz: np.ndarray, peak_jy_pe
     """Render the sources into a cube and rescale its brightest pixel to ``peak_jy_per_px``."""
     profiles = np.stack([spatial_profile(s, size) for s in sources])
     spectra = np.stack([spectrum(s, freqs_hz) for s in sources])
-    flat = profiles.reshape(len(sources), -1).astype(np.float32)
-    cube = (spectra.T.astype(np.float32) @ flat).reshape(len(freqs_hz), size, size)  # sum of rank-1 terms
+    flat = jnp.asarray(profiles.reshape(len(sources), -1), jnp.float32)
+    cube = (jnp.asarray(spectra.T, jnp.float32) @ flat).reshape(len(freqs_hz), size, size)  # rank-1 terms
     scale = peak_jy_per_px / float(cube.max())
-    cube *= np.float32(scale)
+    cube = cube * jnp.float32(scale)
     return SkyModel(
-        cube=cube,
+        device_cube=cube,
+        cube=np.asarray(cube),
         sources=sources,
         profiles=profiles,
         spectra=spectra * scale,

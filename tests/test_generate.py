@@ -134,3 +134,16 @@ def test_dask_workers_give_the_same_cubes(made, tmp_path):
     generate(tmp_path / "dask", 2, config, workers=2, progress=False)
     for i in range(2):
         assert np.array_equal(_data(tmp_path / "dask" / f"cube_{i:05d}.fits"), _data(out / f"cube_{i:05d}.fits"))
+
+
+@pytest.mark.slow
+def test_an_existing_dask_cluster_by_address(made, tmp_path):
+    from dask.distributed import LocalCluster
+
+    out, config = made
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        generate(tmp_path / "remote", 3, config, dask_scheduler=cluster.scheduler_address, progress=False)
+        assert len(cluster.scheduler.workers) == 1  # the cluster outlives the run: not ours to close
+    assert np.array_equal(_data(tmp_path / "remote" / "cube_00002.fits"), _data(out / "cube_00002.fits"))
+    remote, local = (Table.read(d / "catalogue.csv") for d in (tmp_path / "remote", out))
+    assert all(np.array_equal(remote[c], local[c]) for c in local.colnames)
