@@ -204,7 +204,7 @@ def observe_casa(
         casalog.setlogfile(str(run / "casa.log"))
         # simobserve and tclean write relative to the cwd (so this is not thread-safe); an empty
         # mapsize gives one pointing at `centre` (the default, the model size, makes a mosaic)
-        with contextlib.chdir(run):
+        with contextlib.chdir(run), _console_to(run / "console.log"):
             casatasks.simobserve(
                 project=PROJECT, skymodel="skymodel.fits", inbright="",
                 indirection=_direction(ra_model, dec_model), incell=f"{obs.cell_arcsec}arcsec",
@@ -218,7 +218,7 @@ def observe_casa(
             suffix = ".noisy.ms" if thermal_noise else ".ms"
             vis = f"{PROJECT}/{PROJECT}.{obs.antenna_config}{suffix}"
             if not Path(vis).is_dir():
-                raise RuntimeError(f"simobserve did not write {vis}; see {run / 'casa.log'}")
+                raise RuntimeError(f"simobserve did not write {vis}: {_last_errors(run)}")
             casatasks.tclean(
                 vis=vis, imagename="dirty", imsize=[nx, ny], cell=f"{obs.cell_arcsec}arcsec",
                 phasecenter=centre, stokes="I", specmode="cube", nchan=nz,
@@ -235,6 +235,36 @@ def observe_casa(
         if not keep:
             shutil.rmtree(run, ignore_errors=True)
     return CasaResult(dirty=dirty, psf=psf, beams=beams, freqs_hz=freqs_out)
+
+
+@contextlib.contextmanager
+def _console_to(path: Path):
+    """Send the process's stdout and stderr (CASA's C++ progress bars and log echo) to `path`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _last_errors(run: Path, n: int = 3) -> str:
+    """The last SEVERE lines CASA logged in a run, for error messages (the run is deleted)."""
+    lines = []
+    for name in ("casa.log", "console.log"):
+        if (run / name).is_file():
+            text = (run / name).read_text(errors="replace").splitlines()
+            lines += [ln.strip() for ln in text if "SEVERE" in ln and "MeasTable::dUTC" not in ln]  # not leap s
+    return " | ".join(lines[-n:]) or "no CASA error was logged"
 
 
 def _read_image(casatools: ModuleType, path: Path, *, beams: bool = False):
