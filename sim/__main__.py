@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--overwrite", action="store_true", help="replace an existing --out/--psf")
     _common(o)
 
+    v = sub.add_parser("preview", help="PNG quick-look of one generated cube")
+    v.add_argument("dir", help="a generate output directory")
+    v.add_argument("--cube", type=int, default=0, help="cube index")
+    v.add_argument("--out", help="PNG path (default DIR/preview_NNNNN.png)")
+
     sub.add_parser("configs", help="list the bundled antenna configurations")
     return parser
 
@@ -159,6 +164,19 @@ def run_observe(args: argparse.Namespace) -> None:
     print(f"wrote {out}" + (f" and {psf_out}" if psf_out else ""))
 
 
+def run_preview(args: argparse.Namespace) -> None:
+    from sim.generate import CUBE_PATTERN, SKY_PATTERN
+    from sim.plot import preview
+
+    directory = Path(args.dir)
+    cube, sky_file = directory / CUBE_PATTERN.format(args.cube), directory / SKY_PATTERN.format(args.cube)
+    for path in (cube, sky_file):
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file (is {directory} a generate output directory?)")
+    out = Path(args.out) if args.out else directory / f"preview_{args.cube:05d}.png"
+    print(f"wrote {preview(cube, sky_file, out)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -168,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(available_configurations()))
         elif args.command == "generate":
             run_generate(args)
+        elif args.command == "preview":
+            run_preview(args)
         else:
             run_observe(args)
     except (ConfigError, FitsInputError, CasaUnavailableError) as exc:

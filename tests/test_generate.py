@@ -147,3 +147,12 @@ def test_an_existing_dask_cluster_by_address(made, tmp_path):
     assert np.array_equal(_data(tmp_path / "remote" / "cube_00002.fits"), _data(out / "cube_00002.fits"))
     remote, local = (Table.read(d / "catalogue.csv") for d in (tmp_path / "remote", out))
     assert all(np.array_equal(remote[c], local[c]) for c in local.colnames)
+
+
+def test_preview_writes_a_png(made, tmp_path):
+    out, _ = made
+    r = _cli("preview", str(out), "--cube", "2", "--out", str(tmp_path / "p.png"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = _cli("preview", str(out), "--cube", "7")
+    assert r.returncode == 2 and "cube_00007.fits: no such file" in r.stderr
