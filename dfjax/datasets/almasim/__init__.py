@@ -1,0 +1,1 @@
+"""The almasim dataset: simulated ALMA cubes packaged for training (see README.md)."""
