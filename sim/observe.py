@@ -182,6 +182,26 @@ def _grid_index(u_m: np.ndarray, v_m: np.ndarray, scale: float, n: int, cell_rad
     return ky * n + kx
 
 
+PSF_OVERSAMPLE = 2  # the PSF is gridded on a uv grid this much finer than the convolution's
+
+
+def _weight_grid(u_m, v_m, w, scale: float, n_pad: int, cell_rad: float) -> np.ndarray:
+    """Half-plane weights (n_pad, n_pad//2+1) whose irfft2 is the PSF (peak 1) at offsets below n_pad/2.
+
+    The PSF is gridded (nearest cell) on a grid PSF_OVERSAMPLE times larger, whose finer uv cells
+    move each visibility less, and truncated to the offsets the padded convolution uses: the
+    same FFT cost per cube, half the gridding phase error at every offset.
+    """
+    big = _fast_size(PSF_OVERSAMPLE * n_pad)
+    idx = _grid_index(u_m, v_m, scale, big, cell_rad)
+    grid = np.bincount(idx, weights=w, minlength=big * big).reshape(big, big)
+    half = (grid + _hermitian_flip(grid))[:, : big // 2 + 1] * (big**2 / (2.0 * w.sum()))
+    psf = np.fft.irfft2(half, s=(big, big))
+    offsets = np.arange(n_pad)
+    offsets = np.where(offsets < (n_pad + 1) // 2, offsets, offsets - n_pad) % big  # signed, circular
+    return np.fft.rfft2(psf[np.ix_(offsets, offsets)]).real.astype(np.float32)
+
+
 def _noise_layout(var_h: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Independent cells of an rfft half-plane (size, size//2+1), and the cells of the
     self-conjugate columns (kx = 0, size/2) that are the conjugates of others:
@@ -234,9 +254,8 @@ def _build_instrument(obs: ObservationConfig, size: int, freqs: tuple[float, ...
         counts = np.bincount(coarse, minlength=size * size).reshape(size, size).astype(np.float64)
         w = _imaging_weights((counts + _hermitian_flip(counts)).ravel(), coarse, obs)
         sum_w = w.sum()
+        weight_grid[z] = _weight_grid(u_m, v_m, w, scale, n_pad, cell_rad)
         fine = _grid_index(u_m, v_m, scale, n_pad, cell_rad)
-        grid = np.bincount(fine, weights=w, minlength=n_pad * n_pad).reshape(n_pad, n_pad)
-        weight_grid[z] = ((grid + _hermitian_flip(grid))[:, :n_half] * n_pad**2 / (2.0 * sum_w)).astype(np.float32)
         # noise: G(k) = sum of w n over a cell, var s(k)^2 = sum w^2 sigma^2; the image is the
         # irfft2 of the Hermitian part H(k) = (G(k) + conj G(-k)) / 2 times n_pad^2 / sum_w
         s2 = np.bincount(fine, weights=(w * sigma) ** 2, minlength=n_pad * n_pad).reshape(n_pad, n_pad)
