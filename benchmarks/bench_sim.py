@@ -24,7 +24,8 @@ import numpy as np
 from sim import sky
 from sim.config import SimConfig
 from sim.generate import simulate_cube, write_cube
-from sim.observe import build_instrument, observe, observe_batch
+from sim.instrument import build_instrument
+from sim.observe import observe, observe_batch
 
 
 def _timed(fn, repeat: int) -> list[float]:

@@ -21,7 +21,8 @@ from scipy import ndimage
 from sim import sky
 from sim.casa import observe_casa
 from sim.config import SimConfig
-from sim.observe import build_instrument, fit_beam, observe
+from sim.instrument import build_instrument, fit_beam
+from sim.observe import observe
 
 
 def sidelobe(psf: np.ndarray) -> tuple[float, tuple[int, int]]:

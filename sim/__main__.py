@@ -109,7 +109,8 @@ def run_generate(args: argparse.Namespace) -> None:
 
 def run_observe(args: argparse.Namespace) -> None:
     from sim import fitsio
-    from sim.observe import build_instrument, observe
+    from sim.instrument import build_instrument
+    from sim.observe import observe
 
     config = load_config(args.config, args.set, {
         "observation.antenna_config": args.antenna_config, "observation.integration_s": args.integration,

@@ -25,7 +25,8 @@ from astropy.wcs import WCS
 
 from sim import fitsio, sky
 from sim.config import ConfigError, SimConfig, from_dict
-from sim.observe import build_instrument, channel_keys, noise_args, observe, thermal_noise
+from sim.instrument import build_instrument
+from sim.observe import channel_keys, noise_args, observe, thermal_noise
 
 CUBE_PATTERN = "cube_{:05d}.fits"
 SKY_PATTERN = "sky_{:05d}.fits"

@@ -10,7 +10,8 @@ from astropy.table import Table
 from sim import sky
 from sim.config import SimConfig
 from sim.generate import generate
-from sim.observe import build_instrument, fit_beam, observe
+from sim.instrument import build_instrument, fit_beam
+from sim.observe import observe
 
 pytestmark = pytest.mark.casa
 

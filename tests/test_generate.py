@@ -47,7 +47,6 @@ def test_pixel_conventions_x_column_y_row_z_channel(made):
     """x indexes NAXIS1, y NAXIS2, z the stored spectral axis; all 0-based; WCS agrees."""
     out, _ = made
     cat = Table.read(out / "catalogue.csv")
-    sky = _data(out / "sky_00001.fits")[0]  # (z, y, x)
     wcs = WCS(fits.getheader(out / "sky_00001.fits"))
     for row in cat[cat["cube"] == 1]:
         world = wcs.wcs_pix2world([[row["x"], row["y"], row["z"], 0]], 0)[0]

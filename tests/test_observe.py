@@ -5,7 +5,8 @@ from sim.array import SPEED_OF_LIGHT_M_S, load_configuration, uvw_tracks_m
 from sim.config import SimConfig
 from sim.noise import visibility_sigma_jy
 from sim.array import elevation_deg, hour_angles_rad
-from sim.observe import ARCSEC, build_instrument, fit_beam, observe, primary_beam
+from sim.instrument import ARCSEC, build_instrument, fit_beam, primary_beam
+from sim.observe import observe
 from sim.sky import channel_frequencies
 
 
