@@ -1,25 +1,31 @@
 """One simulated cube as one dataset record: the single place that reads the simulator's files.
 
 A record is a dict of numpy arrays (the TFDS builder stores exactly these features; the input
-pipelines read exactly these keys):
+pipelines read exactly these keys). Image-plane values are in **mJy** (``FLUX_SCALE`` times the
+FITS values in Jy): float16 keeps a relative precision of 2**-11 only for magnitudes above its
+smallest normal, 6.1e-5, and in mJy both the noise (~0.8 mJy/beam) and the faint wings of the
+sky model lie above it (in Jy/pixel 1.9e-4 of the sky flux fell below it; in mJy 1.5e-7;
+``benchmarks/almasim_storage.py``, numbers in the builder's README). The catalogue keeps the
+simulator's units (sim.sky.CATALOGUE_COLUMNS: Jy/pixel, Jy km/s, pixels, channels).
 
 =================== ====================== ==========================================================
 key                 shape, dtype           meaning
 =================== ====================== ==========================================================
-dirty_cube          (nz, n, n) float16/32  dirty cube, Jy/beam, indexed [z, y, x]
-sky_cube            (nz, n, n) float16/32  sky model, Jy/pixel
-integrated_dirty    (n, n) float32         dirty cube summed over channels (float32 from the FITS data)
-integrated_sky      (n, n) float32         sky model summed over channels
+dirty_cube          (nz, n, n) float16     dirty cube, mJy/beam, indexed [z, y, x] (float32 on request)
+sky_cube            (nz, n, n) float16     sky model, mJy/pixel
+integrated_dirty    (n, n) float32         dirty cube summed over channels, mJy/beam (summed in
+                                           float64 from the float32 FITS data, not from float16)
+integrated_sky      (n, n) float32         sky model summed over channels, mJy/pixel
 catalogue           (S, 20) float32        truth rows, columns in CATALOGUE_FIELDS order
 cube_index          () int64               index in the simulation set
 seed                () int64               simulation seed of the set
-noise_rms           () float32             Jy/beam
+noise_rms           () float32             mJy/beam (so dirty_cube / noise_rms is the SNR)
 target_snr          () float32             target peak SNR of the central source (0 if none)
 beam                (3,) float32           bmaj, bmin (arcsec), bpa (deg) at the centre channel
 cell_arcsec         () float32             pixel size
 ra_deg, dec_deg     () float64             phase centre (pixel n//2, n//2)
 freq0_hz, dfreq_hz  () float64             frequency of channel 0 and channel width (signed)
-antenna_config      str                    e.g. alma.cycle9.3
+antenna_config      str                    e.g. alma.cycle9.3 (utf-8 bytes when read from TFDS)
 =================== ====================== ==========================================================
 """
 
@@ -38,6 +44,9 @@ CATALOGUE_FIELDS = (
 """Column order of a record's `catalogue` (see sim.sky for units and conventions)."""
 
 COLUMN = {name: i for i, name in enumerate(CATALOGUE_FIELDS)}
+
+FLUX_SCALE = 1e3
+"""Record flux units per FITS unit: cubes, integrated images and noise_rms are in mJy."""
 
 
 class RecordError(ValueError):
@@ -59,7 +68,7 @@ def _read(path: Path) -> tuple[np.ndarray, fits.Header, fits.HDUList]:
 
 
 def read_cube_record(cube_path: str | os.PathLike, sky_path: str | os.PathLike, *, dtype=np.float16) -> dict:
-    """Read `cube_NNNNN.fits` and `sky_NNNNN.fits` of a `python -m sim generate` directory."""
+    """Read `cube_NNNNN.fits` and `sky_NNNNN.fits` of a `python -m sim generate` directory (mJy, see above)."""
     cube_path, sky_path = Path(cube_path), Path(sky_path)
     dirty, header, hdul = _read(cube_path)
     try:
@@ -72,13 +81,14 @@ def read_cube_record(cube_path: str | os.PathLike, sky_path: str | os.PathLike, 
         catalogue = np.stack([np.asarray(sources[f], np.float64) for f in CATALOGUE_FIELDS], axis=1)
     finally:
         hdul.close()
-    sky, sky_header, sky_hdul = _read(sky_path)
+    sky, _, sky_hdul = _read(sky_path)
     sky_hdul.close()
     if sky.shape != dirty.shape:
         raise RecordError(f"{sky_path}: shape {sky.shape} differs from {cube_path}'s {dirty.shape}")
     for key in ("BMAJ", "BMIN", "BPA", "CDELT2", "CRVAL1", "CRVAL2", "CRVAL3", "CDELT3"):
         if key not in header:
             raise RecordError(f"{cube_path}: header keyword {key} is missing")
+    dirty, sky = dirty * np.float32(FLUX_SCALE), sky * np.float32(FLUX_SCALE)
     return {
         "dirty_cube": dirty.astype(dtype),
         "sky_cube": sky.astype(dtype),
@@ -87,7 +97,7 @@ def read_cube_record(cube_path: str | os.PathLike, sky_path: str | os.PathLike, 
         "catalogue": catalogue.astype(np.float32),
         "cube_index": np.int64(header.get("CUBEIDX", -1)),
         "seed": np.int64(header.get("SEED", -1)),
-        "noise_rms": np.float32(header.get("NOISERMS", 0.0)),
+        "noise_rms": np.float32(header.get("NOISERMS", 0.0) * FLUX_SCALE),
         "target_snr": np.float32(header.get("TARGSNR", 0.0)),
         "beam": np.array([header["BMAJ"] * 3600, header["BMIN"] * 3600, header["BPA"]], np.float32),
         "cell_arcsec": np.float32(abs(header["CDELT2"]) * 3600),
