@@ -21,6 +21,8 @@ import dataclasses
 import functools
 import json
 import math
+import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -389,11 +391,33 @@ def synthetic_batches(model_name: str, config: TrainConfig, *, num_train: int = 
     return batches
 
 
-def dataset_batches(model_name: str, config: TrainConfig, data_dir: str | None) -> BatchSource:
-    """TFDS-backed batch source (``dfjax.input_pipeline``) — PLUG-IN POINT, not wired yet."""
-    raise NotImplementedError(
-        "the dataset batch source is not wired yet: dfjax.input_pipeline will provide it; "
-        "use --synthetic for a smoke run")
+def dataset_batches(model_name: str, config: TrainConfig, data_dir: str | os.PathLike,
+                    dataset: str = "almasim/default", **loader_args: Any) -> BatchSource:  # fmt: skip
+    """Batches of the almasim TFDS dataset through ``dfjax.input_pipeline`` (truth boxes: phase 1;
+    pass ``boxes=`` for phase 2). Training batches are shuffled and augmented from (seed, epoch);
+    validation batches come in a fixed order, unaugmented."""
+    import tensorflow_datasets as tfds
+
+    from dfjax import input_pipeline
+
+    if not (Path(data_dir) / dataset).is_dir():
+        raise ConfigError(f"{Path(data_dir) / dataset}: no such dataset; build it with "
+                          f"python -m dfjax.datasets.almasim --sim-dir DIR --data-dir {data_dir}")  # fmt: skip
+    sources = tfds.data_source(dataset, data_dir=str(data_dir))
+    model = checkpoint.abstract_model(model_name, config.model)
+    families = {}
+    for split in ("train", "validation"):
+        kwargs = dict(loader_args)
+        if model_name == "blobs_finder":
+            kwargs.update(crop_size=model.image_size, augment=split == "train")
+        families[split] = input_pipeline.for_model(model_name, sources[split], **kwargs)
+
+    def batches(split: str, epoch: int) -> Iterable[Batch]:
+        for batch in families[split].batches(batch_size=config.batch_size, epoch=epoch, seed=config.seed,
+                                             shuffle=split == "train"):  # fmt: skip
+            yield batch["inputs"], batch["targets"]
+
+    return batches
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -405,19 +429,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", type=Path, help="YAML file with a `train:` mapping")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--init-from", type=Path, help="phase-1 run to fine-tune (phase 2)")
-    parser.add_argument("--data-dir", help="dataset directory (input pipeline)")
+    parser.add_argument("--data-dir", default="data/tfds", help="TFDS data directory (default data/tfds)")
+    parser.add_argument("--dataset", default="almasim/default", help="TFDS dataset name/config")
     parser.add_argument("--synthetic", action="store_true", help="random data: smoke run")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     data = None
     if args.config is not None:
-        content = yaml.safe_load(args.config.read_text()) or {}
+        try:
+            content = yaml.safe_load(args.config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"--config: {args.config}: {exc}") from None
         if "train" not in content:
             raise ConfigError(f"{args.config}: no `train:` section")
         data = content["train"]
     config = parse_config(args.model, data, args.sets)
     batches = (synthetic_batches(args.model, config) if args.synthetic
-               else dataset_batches(args.model, config, args.data_dir))
+               else dataset_batches(args.model, config, args.data_dir, args.dataset))
     metrics = train(args.model, config, args.workdir, batches=batches,
                     init_from=args.init_from, progress=not args.no_progress)
     print(json.dumps(metrics))
@@ -425,4 +453,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ConfigError as exc:
+        print(f"python -m dfjax.train: error: {exc}", file=sys.stderr)
+        sys.exit(2)
