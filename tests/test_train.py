@@ -278,7 +278,7 @@ def test_cli_synthetic_smoke_and_missing_dataset(tmp_path):
     assert r.returncode == 2 and "no such dataset" in r.stderr and "Traceback" not in r.stderr
 
 
-TINY = {
+TINY_YAML = {
     "deep_gru": "{spectrum_length: 16, hidden_features: 4}",
     "resnet_flux": "{widths: [4, 4, 4, 4], head_features: 8}",
     "blobs_finder": "{image_size: 32, widths: [4, 4, 4, 4], latent_features: 16}",
@@ -297,11 +297,11 @@ def dummy_dataset(tmp_path_factory):
     return data_dir
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("name", sorted(TINY_YAML))
 def test_cli_trains_on_the_packaged_dataset(dummy_dataset, tmp_path, name):
     metrics = train.main([name, "--workdir", str(tmp_path), "--no-progress", "--data-dir", str(dummy_dataset),
                           "--dataset", "almasim/test", "--set", "max_epochs=2", "--set", "batch_size=1",
-                          "--set", f"model={TINY[name]}"])  # fmt: skip
+                          "--set", f"model={TINY_YAML[name]}"])  # fmt: skip
     assert metrics["epochs"] == 2 and metrics["steps"] > 0 and np.isfinite(metrics["best_val_loss"])
     log = (tmp_path / "metrics" / "train_log.tsv").read_text().splitlines()
     assert len(log) == 3  # header + one row per epoch
