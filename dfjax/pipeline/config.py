@@ -1,0 +1,150 @@
+"""Pipeline configuration: one namespace per step, pedantic parsing, one set of defaults.
+
+Every threshold and constant of the detection pipeline (Sec. 4.4) lives here and nowhere else:
+``PipelineConfig().detect.threshold`` is the 0.15 of step (i), ``.spectra.peak_height`` the 0.1
+of step (ii). Parse a mapping (e.g. the ``pipeline:`` section of a YAML file) with
+:meth:`PipelineConfig.from_dict`; an unknown key raises :class:`ConfigError` naming it
+(``pipeline.detect.treshold: unknown key``). Later steps add their own namespace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Self
+
+FITTERS: tuple[str, ...] = ("levmar", "trf")
+"""astropy fitters for the line Gaussians: ``LevMarLSQFitter`` (the paper's) or ``TRFLSQFitter``."""
+
+
+class ConfigError(ValueError):
+    """A pipeline configuration value is invalid; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Step (i), 2-D source detection (Sec. 4.4 i, Fig. 9 steps 1–4)."""
+
+    crop_size: int = 256  # Blobs Finder input side in pixels; must equal the model's image_size
+    threshold: float = 0.15  # probability-map binarisation: pixels strictly above it form blobs
+    min_area_px: int = 1  # blobs with fewer pixels are dropped (1: keep all, as in the paper)
+    connectivity: int = 2  # skimage.measure.label: 1 = 4-connected, 2 = 8-connected
+    batch_size: int = 8  # images per Blobs Finder forward (the last batch is zero padded)
+
+
+@dataclass(frozen=True)
+class SpectraConfig:
+    """Step (ii), frequency denoising and line detection (Sec. 4.4 ii, Fig. 9 steps 5–7)."""
+
+    peak_height: float = 0.1  # scipy.signal.find_peaks height on the denoised spectrum
+    peak_prominence: float = 0.0  # find_peaks prominence; 0 disables the test (paper)
+    min_peak_distance_chan: int = 1  # find_peaks distance; 1 disables the test (paper)
+    emission_half_width_fwhm: float = 1.0  # z0, z1 = z ∓ this·FWHM_z, i.e. Δz = 2·FWHM_z
+    fit_half_window_fwhm: float = 1.5  # Gaussian fit window: peak ± this × the peak's width ...
+    min_fit_half_window_chan: int = 3  # ... but at least ± this many channels
+    fitter: str = "levmar"  # one of FITTERS
+    min_continuum_channels: int = 3  # fewer channels outside Δz: continuum fixed to 0
+    batch_size: int = 64  # spectra per Deep GRU forward (the last batch is zero padded)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """All pipeline settings, one namespace per step."""
+
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    spectra: SpectraConfig = field(default_factory=SpectraConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Self:
+        """Parse a nested mapping into a validated config; unknown keys are errors."""
+        config = _parse(cls, data or {}, "pipeline")
+        _validate(config)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict that :meth:`from_dict` reads back."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **overrides: Any) -> Self:
+        """A copy with dotted overrides applied: ``replace(**{"detect.crop_size": 32})``."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                if not isinstance(node.get(key), dict):
+                    raise ConfigError(f"pipeline.{dotted}: unknown key")
+                node = node[key]
+            if leaf not in node or isinstance(node[leaf], dict):
+                raise ConfigError(f"pipeline.{dotted}: unknown key")
+            node[leaf] = value
+        return self.from_dict(data)
+
+
+def _parse(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{path}.{key}: unknown key (known: {', '.join(known)})")
+    values = {}
+    for name, value in data.items():
+        f = known[name]
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        values[name] = _coerce(default, value, f"{path}.{name}")
+    return cls(**values)
+
+
+def _coerce(default: Any, value: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(default):
+        return _parse(type(default), value, path)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: must be finite, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported value {value!r}")  # pragma: no cover
+
+
+def _validate(c: PipelineConfig) -> None:
+    """Raise :class:`ConfigError` naming the first invalid key."""
+    d, s = c.detect, c.spectra
+    for path, value in (("detect.threshold", d.threshold), ("spectra.peak_height", s.peak_height)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"pipeline.{path}: must lie in [0, 1) (models output [0, 1]), got {value}")
+    for path, value in (("detect.crop_size", d.crop_size), ("detect.min_area_px", d.min_area_px),
+                        ("detect.batch_size", d.batch_size), ("spectra.batch_size", s.batch_size),
+                        ("spectra.min_peak_distance_chan", s.min_peak_distance_chan),
+                        ("spectra.min_fit_half_window_chan", s.min_fit_half_window_chan)):  # fmt: skip
+        if value < 1:
+            raise ConfigError(f"pipeline.{path}: must be at least 1, got {value}")
+    if d.connectivity not in (1, 2):
+        raise ConfigError(f"pipeline.detect.connectivity: must be 1 or 2, got {d.connectivity}")
+    if s.peak_prominence < 0:
+        raise ConfigError(f"pipeline.spectra.peak_prominence: must be >= 0, got {s.peak_prominence}")
+    for path, value in (("spectra.emission_half_width_fwhm", s.emission_half_width_fwhm),
+                        ("spectra.fit_half_window_fwhm", s.fit_half_window_fwhm)):  # fmt: skip
+        if value <= 0:
+            raise ConfigError(f"pipeline.{path}: must be positive, got {value}")
+    if s.fitter not in FITTERS:
+        raise ConfigError(f"pipeline.spectra.fitter: {s.fitter!r} is not one of {', '.join(FITTERS)}")
+    if s.min_continuum_channels < 2:
+        raise ConfigError(
+            f"pipeline.spectra.min_continuum_channels: a straight line needs >= 2, got {s.min_continuum_channels}")
