@@ -392,10 +392,12 @@ def synthetic_batches(model_name: str, config: TrainConfig, *, num_train: int = 
 
 
 def dataset_batches(model_name: str, config: TrainConfig, data_dir: str | os.PathLike,
-                    dataset: str = "almasim/default", **loader_args: Any) -> BatchSource:  # fmt: skip
-    """Batches of the almasim TFDS dataset through ``dfjax.input_pipeline`` (truth boxes: phase 1;
-    pass ``boxes=`` for phase 2). Training batches are shuffled and augmented from (seed, epoch);
-    validation batches come in a fixed order, unaugmented."""
+                    dataset: str = "almasim/default", upstream: dict[str, Path] | None = None,
+                    progress: bool = True) -> BatchSource:  # fmt: skip
+    """Batches of the almasim TFDS dataset through ``dfjax.input_pipeline``: from the truth
+    catalogue (phase 1), or with ``upstream`` ({model name: workdir}) from the boxes the trained
+    upstream models predict (phase 2, ``dfjax.phase2``). Training batches are shuffled and
+    augmented from (seed, epoch); validation batches come in a fixed order, unaugmented."""
     import tensorflow_datasets as tfds
 
     from dfjax import input_pipeline
@@ -405,9 +407,20 @@ def dataset_batches(model_name: str, config: TrainConfig, data_dir: str | os.Pat
                           f"python -m dfjax.datasets.almasim --sim-dir DIR --data-dir {data_dir}")  # fmt: skip
     sources = tfds.data_source(dataset, data_dir=str(data_dir))
     model = checkpoint.abstract_model(model_name, config.model)
+    if upstream:
+        from dfjax import phase2
+
+        missing = [name for name in phase2.upstream_models(model_name) if name not in upstream]
+        if missing:
+            raise ConfigError(f"--upstream: phase 2 of {model_name} needs {', '.join(missing)}")
     families = {}
     for split in ("train", "validation"):
-        kwargs = dict(loader_args)
+        kwargs: dict[str, Any] = {}
+        if upstream:
+            kwargs["boxes"] = phase2.predicted_boxes(
+                sources[split], blobs_finder_dir=upstream["blobs_finder"],
+                deep_gru_dir=upstream.get("deep_gru") if model_name.startswith("resnet_") else None,
+                progress=progress)  # fmt: skip
         if model_name == "blobs_finder":
             kwargs.update(crop_size=model.image_size, augment=split == "train")
         families[split] = input_pipeline.for_model(model_name, sources[split], **kwargs)
@@ -431,6 +444,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--init-from", type=Path, help="phase-1 run to fine-tune (phase 2)")
     parser.add_argument("--data-dir", default="data/tfds", help="TFDS data directory (default data/tfds)")
     parser.add_argument("--dataset", default="almasim/default", help="TFDS dataset name/config")
+    parser.add_argument("--upstream", action="append", default=[], metavar="MODEL=WORKDIR",
+                        help="phase 2: train on the predictions of these trained models "
+                             "(deep_gru: blobs_finder; resnets: blobs_finder and deep_gru)")  # fmt: skip
     parser.add_argument("--synthetic", action="store_true", help="random data: smoke run")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -444,8 +460,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             raise ConfigError(f"{args.config}: no `train:` section")
         data = content["train"]
     config = parse_config(args.model, data, args.sets)
+    upstream = {}
+    for item in args.upstream:
+        name, sep, path = item.partition("=")
+        if not sep or name not in models.MODEL_NAMES or not Path(path).is_dir():
+            raise ConfigError(f"--upstream: expected MODEL=WORKDIR of a trained model, got {item!r}")
+        upstream[name] = Path(path)
     batches = (synthetic_batches(args.model, config) if args.synthetic
-               else dataset_batches(args.model, config, args.data_dir, args.dataset))
+               else dataset_batches(args.model, config, args.data_dir, args.dataset, upstream or None,
+                                    progress=not args.no_progress))  # fmt: skip
     metrics = train(args.model, config, args.workdir, batches=batches,
                     init_from=args.init_from, progress=not args.no_progress)
     print(json.dumps(metrics))

@@ -319,3 +319,17 @@ def test_blobs_finder_validation_criterion_does_not_move_with_the_schedule():
     assert float(fit(pred, target, 0)) != pytest.approx(float(fit(pred, target, 9)))
     gru = train.parse_config("deep_gru", {})
     assert float(train.make_validation_loss("deep_gru", gru)(pred, target, 3)) == float(train.make_loss("deep_gru", gru)(pred, target, 3))
+
+
+def test_phase_two_trains_on_upstream_predictions(dummy_dataset, tmp_path):
+    common = ["--no-progress", "--data-dir", str(dummy_dataset), "--dataset", "almasim/test",
+              "--set", "max_epochs=2", "--set", "batch_size=1"]  # fmt: skip
+    for name in ("blobs_finder", "deep_gru"):
+        train.main([name, "--workdir", str(tmp_path / name), *common, "--set", f"model={TINY_YAML[name]}"])
+    metrics = train.main(["deep_gru", "--workdir", str(tmp_path / "gru2"), *common, "--init-from", str(tmp_path / "deep_gru"),
+                          "--upstream", f"blobs_finder={tmp_path / 'blobs_finder'}", "--set", f"model={TINY_YAML['deep_gru']}"])  # fmt: skip
+    assert metrics["epochs"] == 2
+    r = subprocess.run([sys.executable, "-m", "dfjax.train", "resnet_flux", "--workdir", str(tmp_path / "r2"), *common,
+                        "--upstream", f"blobs_finder={tmp_path / 'blobs_finder'}", "--set", f"model={TINY_YAML['resnet_flux']}"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 2 and "needs deep_gru" in r.stderr and "Traceback" not in r.stderr
