@@ -39,8 +39,8 @@ CASES = [
 ]
 
 
-def bench(name: str, overrides: dict, batch_size: int, seconds: float) -> tuple[float, float]:
-    """(compile seconds, steps/s) of the data-parallel train step on synthetic data."""
+def bench(name: str, overrides: dict, batch_size: int, seconds: float) -> tuple[float, float, float]:
+    """(compile seconds, steps/s, XLA's FLOP count per step) of the data-parallel train step."""
     cfg = train.parse_config(name, {"model": overrides, "batch_size": batch_size})
     model = models.create(name, rngs=nnx.Rngs(0), **checkpoint.constructor_args(cfg.model))
     optimizer = train.make_optimizer(model, cfg)
@@ -52,6 +52,9 @@ def bench(name: str, overrides: dict, batch_size: int, seconds: float) -> tuple[
                     rng.random((batch_size, *y_shape), np.float32))
     state = dp.replicate(nnx.state((model, optimizer)))
     epoch = jnp.int32(0)
+    cost = step.lower(state, x, y, epoch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
     t = time.perf_counter()
     state, loss = step(state, x, y, epoch)
     jax.block_until_ready(loss)
@@ -63,7 +66,7 @@ def bench(name: str, overrides: dict, batch_size: int, seconds: float) -> tuple[
         if n % 5 == 0:
             jax.block_until_ready(loss)
     jax.block_until_ready(loss)
-    return compile_s, n / (time.perf_counter() - t)
+    return compile_s, n / (time.perf_counter() - t), flops
 
 
 def _hours(seconds: float) -> str:
@@ -75,22 +78,27 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0, help="timing per model")
     parser.add_argument("--only", nargs="*", help="labels to run")
+    parser.add_argument("--assume-tflops", type=float, default=50.0,
+                        help="sustained TFLOP/s for the GPU estimate (H100: ~60 dense fp32, ~500 tf32/bf16 peak)")
     args = parser.parse_args()
     devices = jax.devices()
     print(f"devices: {len(devices)} x {devices[0].platform} ({devices[0].device_kind}), "
           f"batch {args.batch_size}")
     print(f"{'model':20s} {'compile s':>9s} {'steps/s':>8s} {'ex/s':>8s} {'epoch':>9s} "
-          f"{f'{PHASE1_EPOCHS} ep':>9s} {f'{PHASE2_EPOCHS} ep':>9s}")
+          f"{f'{PHASE1_EPOCHS} ep':>9s} {f'{PHASE2_EPOCHS} ep':>9s} {'GFLOP/step':>10s} "
+          f"{f'{PHASE2_EPOCHS} ep at {args.assume_tflops:g} TF/s':>18s}")
     for label, name, overrides, per_epoch in CASES:
         if args.only and label not in args.only:
             continue
-        compile_s, steps_per_s = bench(name, overrides, args.batch_size, args.seconds)
+        compile_s, steps_per_s, flops = bench(name, overrides, args.batch_size, args.seconds)
         epoch_s = per_epoch / args.batch_size / steps_per_s
+        gpu_s = PHASE2_EPOCHS * per_epoch / args.batch_size * flops / (args.assume_tflops * 1e12)
         print(f"{label:20s} {compile_s:9.1f} {steps_per_s:8.2f} {steps_per_s * args.batch_size:8.1f} "
               f"{_hours(epoch_s):>9s} {_hours(PHASE1_EPOCHS * epoch_s):>9s} "
-              f"{_hours(PHASE2_EPOCHS * epoch_s):>9s}", flush=True)
+              f"{_hours(PHASE2_EPOCHS * epoch_s):>9s} {flops / 1e9:10.2f} {_hours(gpu_s):>18s}", flush=True)
     print("epoch = one pass over the paper's training set (train steps only; no validation, "
-          "no input pipeline); the four ResNets share one architecture.")
+          "no input pipeline); the four ResNets share one architecture. The last column is an "
+          "estimate from XLA's FLOP count at an assumed sustained rate, not a measurement.")
 
 
 if __name__ == "__main__":
