@@ -1,18 +1,60 @@
 """The detection pipeline of Sec. 4.4, one module per step (Fig. 9).
 
-=========================  ===================================================  ==============
-step                       module                                               Fig. 9
-=========================  ===================================================  ==============
-(i) 2-D source detection   :mod:`dfjax.pipeline.detect`                         1–4
-(ii) denoising, lines      :mod:`dfjax.pipeline.spectra`                        5–7
-=========================  ===================================================  ==============
+==================================  ===================================================  ==============
+step                                module                                               Fig. 9
+==================================  ===================================================  ==============
+(i) 2-D source detection            :mod:`dfjax.pipeline.detect`                         1–4
+(ii) denoising, lines               :mod:`dfjax.pipeline.spectra`                        5–7
+(iii) focusing, deblending          :mod:`dfjax.pipeline.focus`                          8–9, Fig. 14
+(iv) morphological parameters       :mod:`dfjax.pipeline.characterise`                   10–11
+(v) 3-D model, segmentation mask    :mod:`dfjax.pipeline.model3d`                        12
+(vi) flux estimation                :mod:`dfjax.pipeline.flux`                           13
+all six in order                    :mod:`dfjax.pipeline.run`                            1–13
+==================================  ===================================================  ==============
 
 Settings: :class:`PipelineConfig` (one namespace per step). Models come from
-:func:`dfjax.checkpoint.load_model`; this package never imports training code.
+:func:`dfjax.checkpoint.load_model` (:meth:`Models.load`); this package never imports training code.
 """
 
-from dfjax.pipeline.config import ConfigError, DetectConfig, PipelineConfig, SpectraConfig
-from dfjax.pipeline.detect import boxes_from_map, crop_offset, detect, detection_map, integrated_image
+from dfjax.pipeline.characterise import (
+    Morphology,
+    estimate_morphology,
+    morphology_input,
+    pixel_weighted_centre,
+)
+from dfjax.pipeline.config import (
+    CharacteriseConfig,
+    ConfigError,
+    DetectConfig,
+    FluxConfig,
+    FocusConfig,
+    Model3DConfig,
+    PipelineConfig,
+    SpectraConfig,
+)
+from dfjax.pipeline.detect import (
+    boxes_from_map,
+    crop_offset,
+    detect,
+    detection_map,
+    integrated_image,
+)
+from dfjax.pipeline.flux import (
+    FluxMeasurement,
+    continuum_model,
+    estimate_line_flux,
+    flux_input,
+    measure_flux,
+)
+from dfjax.pipeline.focus import (
+    Detection,
+    focus_candidate,
+    focus_candidates,
+    grow_region,
+    pixel_snr,
+)
+from dfjax.pipeline.model3d import segmentation_mask, source_model
+from dfjax.pipeline.run import MODEL_NAMES, Models, Source, catalogue_rows, run_pipeline
 from dfjax.pipeline.spectra import (
     Candidate,
     Line,
@@ -23,7 +65,12 @@ from dfjax.pipeline.spectra import (
 )
 
 __all__ = [
-    "Candidate", "ConfigError", "DetectConfig", "Line", "PipelineConfig", "SpectraConfig",
-    "boxes_from_map", "characterise_spectra", "crop_offset", "denoise_spectra", "detect",
-    "detection_map", "find_lines", "fit_continuum", "integrated_image",
+    "MODEL_NAMES", "Candidate", "CharacteriseConfig", "ConfigError", "DetectConfig", "Detection",
+    "FluxConfig", "FluxMeasurement", "FocusConfig", "Line", "Model3DConfig", "Models", "Morphology",
+    "PipelineConfig", "Source", "SpectraConfig",
+    "boxes_from_map", "catalogue_rows", "characterise_spectra", "continuum_model", "crop_offset",
+    "denoise_spectra", "detect", "detection_map", "estimate_line_flux", "estimate_morphology",
+    "find_lines", "fit_continuum", "flux_input", "focus_candidate", "focus_candidates", "grow_region",
+    "integrated_image", "measure_flux", "morphology_input", "pixel_snr", "pixel_weighted_centre",
+    "run_pipeline", "segmentation_mask", "source_model",
 ]  # fmt: skip

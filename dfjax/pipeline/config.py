@@ -2,7 +2,7 @@
 
 Every threshold and constant of the detection pipeline (Sec. 4.4) lives here and nowhere else:
 ``PipelineConfig().detect.threshold`` is the 0.15 of step (i), ``.spectra.peak_height`` the 0.1
-of step (ii). Parse a mapping (e.g. the ``pipeline:`` section of a YAML file) with
+of step (ii), ``.focus.bright_snr`` the 6 of step (iii), ``.model3d.dilation`` the 1.5 of step (v). Parse a mapping (e.g. the ``pipeline:`` section of a YAML file) with
 :meth:`PipelineConfig.from_dict`; an unknown key raises :class:`ConfigError` naming it
 (``pipeline.detect.treshold: unknown key``). Later steps add their own namespace.
 """
@@ -16,6 +16,10 @@ from typing import Any, Self
 
 FITTERS: tuple[str, ...] = ("levmar", "trf")
 """astropy fitters for the line Gaussians: ``LevMarLSQFitter`` (the paper's) or ``TRFLSQFitter``."""
+
+
+SNR_SPREADS: tuple[str, ...] = ("std", "var")
+"""Denominator of eqs. 17–18: ``std`` (scale free, the default) or ``var`` (as printed)."""
 
 
 class ConfigError(ValueError):
@@ -49,11 +53,55 @@ class SpectraConfig:
 
 
 @dataclass(frozen=True)
+class FocusConfig:
+    """Step (iii), spectral focusing, false positives and deblending (Sec. 4.4 iii, Fig. 14)."""
+
+    size: int = 64  # focused image side in pixels (the ResNets' input)
+    snr_spread: str = "std"  # one of SNR_SPREADS, for both eq. 17 and eq. 18
+    bright_snr: float = 6.0  # global SNR on the integrated dirty cube above which a source is bright
+    min_snr: float = 1.0  # final cut: focused sources under this global SNR are removed
+    deblend_distance_px: float = 3.0  # |s − p| above this: the secondary peak is another source
+    fof_min_pixel_snr: float = 2.0  # friends of friends: neighbours join with pixel SNR (eq. 18) ≥ this
+    fof_plateau: float = 0.01  # growth stops when the global SNR changes by less than this fraction
+    fof_max_iterations: int = 64  # ... or after this many rings of neighbours
+
+
+@dataclass(frozen=True)
+class CharacteriseConfig:
+    """Step (iv), morphological parameters (Sec. 4.4 iv, Fig. 9 steps 10–11)."""
+
+    batch_size: int = 32  # focused images per ResNet forward (the last batch is zero padded)
+
+
+@dataclass(frozen=True)
+class Model3DConfig:
+    """Step (v), the 3-D model and its segmentation mask (Sec. 4.4 v, Fig. 9 step 12)."""
+
+    mask_fraction: float = 0.01  # voxels where the unit-peak 3-D model is ≥ this belong to the source
+    dilation: float = 1.5  # spatial FWHMs are multiplied by this before thresholding
+    spectral_dilation: float = 1.0  # FWHM_z multiplier (the paper dilates for the beam: spatial only)
+    min_fwhm_px: float = 1.0  # predicted FWHMs (pixels, channels) are clipped to at least this
+
+
+@dataclass(frozen=True)
+class FluxConfig:
+    """Step (vi), flux estimation (Sec. 4.4 vi, Fig. 9 step 13)."""
+
+    line_image_scale: float = 1.0  # flux ResNet input = line_emission_image × this (as in training)
+    min_continuum_channels: int = 3  # fewer channels outside the mask: continuum taken as 0
+    continuum_trend_sigma: float = 5.0  # f(z) is a fitted line only when its level is ≥ this many errors
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """All pipeline settings, one namespace per step."""
 
     detect: DetectConfig = field(default_factory=DetectConfig)
     spectra: SpectraConfig = field(default_factory=SpectraConfig)
+    focus: FocusConfig = field(default_factory=FocusConfig)
+    characterise: CharacteriseConfig = field(default_factory=CharacteriseConfig)
+    model3d: Model3DConfig = field(default_factory=Model3DConfig)
+    flux: FluxConfig = field(default_factory=FluxConfig)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Self:
@@ -148,3 +196,22 @@ def _validate(c: PipelineConfig) -> None:
     if s.min_continuum_channels < 2:
         raise ConfigError(
             f"pipeline.spectra.min_continuum_channels: a straight line needs >= 2, got {s.min_continuum_channels}")
+    f, m, fl = c.focus, c.model3d, c.flux
+    for path, value in (("focus.size", f.size), ("focus.fof_max_iterations", f.fof_max_iterations),
+                        ("characterise.batch_size", c.characterise.batch_size)):  # fmt: skip
+        if value < 1:
+            raise ConfigError(f"pipeline.{path}: must be at least 1, got {value}")
+    if f.snr_spread not in SNR_SPREADS:
+        raise ConfigError(f"pipeline.focus.snr_spread: {f.snr_spread!r} is not one of {', '.join(SNR_SPREADS)}")
+    for path, value in (("focus.deblend_distance_px", f.deblend_distance_px), ("focus.fof_plateau", f.fof_plateau),
+                        ("flux.continuum_trend_sigma", fl.continuum_trend_sigma)):  # fmt: skip
+        if value < 0:
+            raise ConfigError(f"pipeline.{path}: must be >= 0, got {value}")
+    for path, value in (("model3d.dilation", m.dilation), ("model3d.spectral_dilation", m.spectral_dilation),
+                        ("model3d.min_fwhm_px", m.min_fwhm_px), ("flux.line_image_scale", fl.line_image_scale)):  # fmt: skip
+        if value <= 0:
+            raise ConfigError(f"pipeline.{path}: must be positive, got {value}")
+    if not 0.0 < m.mask_fraction < 1.0:
+        raise ConfigError(f"pipeline.model3d.mask_fraction: must lie in (0, 1), got {m.mask_fraction}")
+    if fl.min_continuum_channels < 1:
+        raise ConfigError(f"pipeline.flux.min_continuum_channels: must be at least 1, got {fl.min_continuum_channels}")
