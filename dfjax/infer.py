@@ -1,0 +1,219 @@
+"""Run the trained pipeline on real cubes: ``python -m dfjax.infer CUBE.fits [CUBE2.fits ...]``.
+
+Each cube is read with :func:`dfjax.cube_io.read_cube` (any axis order, degenerate Stokes,
+FREQ or velocity axis, NaN blanks, scaled to the models' mJy/beam), run through the pipeline
+on overlapping windows (:mod:`dfjax.tiling`: any field size, any channel count from half the
+Deep GRU's spectrum length up) and written as a catalogue with units (:mod:`dfjax.catalogue_io`):
+``CUBE.cat.ecsv`` next to the cube by default, or ``--out``; with several cubes ``--out`` is
+a directory receiving ``<cube stem>.cat.<ext>``. ``--plot`` adds ``<cube stem>.cat.png``.
+
+Every input is checked before the models are loaded and before anything is written: a bad
+cube, a missing or incompatible model directory or an unwritable output ends the run with a
+one-line message and exit status 2, and no file is written. The models are loaded once.
+
+This module never imports training code; the models come from ``Models.load`` of
+:mod:`dfjax.pipeline.run` (the six checkpoints that ``dvc repro`` puts in ``models/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from astropy.table import QTable
+
+from dfjax.catalogue_io import FORMATS, catalogue_table, plot_catalogue, write_atomic, write_catalogue
+from dfjax.cube_io import Cube, CubeError, read_cube
+from dfjax.tiling import min_channels, run_tiled
+
+__all__ = ["DEFAULT_MODEL_DIR", "InferError", "catalogue_path", "format_for", "infer_cube", "infer_files", "main",
+           "model_sizes"]
+
+DEFAULT_MODEL_DIR = Path("models")
+"""Where ``dvc repro`` puts the six trained models (``models/<name>/``), relative to the working directory."""
+
+Loader = Callable[[Path], Any]
+Runner = Callable[..., list]
+
+
+class InferError(ValueError):
+    """Inference cannot run on these inputs; the one-line message names the problem."""
+
+
+def _default_loader(model_dir: Path) -> Any:
+    from dfjax.pipeline.run import Models  # imported late: the reader and writers work without JAX
+
+    return Models.load(model_dir)
+
+
+def _default_runner(beam_area_px: float) -> Runner:
+    from dfjax.pipeline.run import run_pipeline
+
+    return functools.partial(run_pipeline, beam_area_px=beam_area_px)
+
+
+def model_sizes(models: Any) -> tuple[int, int]:
+    """(crop_size, spectrum_length): Blobs Finder's input side and the Deep GRU's spectrum length."""
+    crop = getattr(models, "crop_size", None) or getattr(getattr(models, "blobs_finder", None), "image_size", None)
+    length = getattr(models, "spectrum_length", None) or getattr(getattr(models, "deep_gru", None),
+                                                                  "spectrum_length", None)
+    if crop is None or length is None:
+        raise InferError("the models do not state Blobs Finder's image_size and the Deep GRU's spectrum_length")
+    return int(crop), int(length)
+
+
+def _default_config() -> Any:
+    from dfjax.pipeline import PipelineConfig
+
+    return PipelineConfig()
+
+
+def infer_cube(cube: Cube | str | Path, models: Any, config: Any = None, *, runner: Runner | None = None) -> QTable:
+    """Catalogue (QTable with units) of one cube: read it if needed, run the pipeline window by window."""
+    cube = cube if isinstance(cube, Cube) else read_cube(cube)
+    runner = runner or _default_runner(cube.beam_area_px or 1.0)
+    config = _default_config() if config is None else config
+    _check_channels(cube, models)
+    crop_size, spectrum_length = model_sizes(models)
+    sources = run_tiled(cube.data, lambda part: runner(part, models, config),
+                        crop_size=crop_size, spectrum_length=spectrum_length)
+    return catalogue_table(cube, sources)
+
+
+def format_for(out: Path | None) -> str:
+    """The catalogue format named by ``out``'s extension (``.vot``/``.xml`` → votable), else ecsv."""
+    suffix = out.suffix.lower().lstrip(".") if out is not None else ""
+    by_extension = {f.extension: name for name, f in FORMATS.items()} | {"xml": "votable", "votable": "votable"}
+    return by_extension.get(suffix, "ecsv")
+
+
+def catalogue_path(cube_path: Path, out: Path | None, fmt: str, *, batch: bool) -> Path:
+    """Where the catalogue of ``cube_path`` goes: next to it, in ``out`` (a directory), or ``out`` itself."""
+    stem = cube_path.name
+    for suffix in (".gz", ".fits", ".fit", ".fts"):
+        stem = stem[: -len(suffix)] if stem.lower().endswith(suffix) else stem
+    name = f"{stem}.cat.{FORMATS[fmt].extension}"
+    if out is None:
+        return cube_path.with_name(name)
+    if batch or out.is_dir():
+        return out / name
+    return out
+
+
+def infer_files(
+    cube_paths: Sequence[str | Path],
+    *,
+    model_dir: str | Path = DEFAULT_MODEL_DIR,
+    out: str | Path | None = None,
+    fmt: str = "ecsv",
+    plot: bool = False,
+    config: Any = None,
+    loader: Loader | None = None,
+    runner: Runner | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Catalogue each cube; returns the catalogue paths. :class:`InferError`/:class:`CubeError` before any write."""
+    if fmt not in FORMATS:
+        raise InferError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    paths = [Path(p) for p in cube_paths]
+    if not paths:
+        raise InferError("no cube given")
+    batch = len(paths) > 1
+    out = None if out is None else Path(out)
+    targets = _plan_outputs(paths, out, fmt, batch=batch)
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise InferError(f"no model directory {model_dir}/: run `dvc repro` to train the six models, "
+                         f"or train each with `python -m dfjax.train` and pass --model-dir")
+    cubes: dict[int, Cube] = {}
+    shapes = []
+    for i, path in enumerate(paths):  # read every cube once before loading models or writing anything
+        cube = read_cube(path)
+        shapes.append((path, cube.shape))
+        if not batch:
+            cubes[i] = cube
+    try:
+        models = (loader or _default_loader)(model_dir)
+    except (ValueError, FileNotFoundError, KeyError, OSError) as exc:
+        raise InferError(f"model directory {model_dir}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+    for path, shape in shapes:
+        _check_channels(shape, models, path)
+    if out is not None and batch:
+        out.mkdir(parents=True, exist_ok=True)
+    bar = _progress(len(paths), enabled=progress and batch)
+    try:
+        for i, (path, target) in enumerate(zip(paths, targets)):
+            cube = cubes.pop(i, None) or read_cube(path)
+            table = infer_cube(cube, models, config, runner=runner)
+            table.meta["MODELDIR"] = str(model_dir)
+            write_catalogue(table, target, fmt)
+            if plot:
+                write_atomic(target.with_suffix(".png"), plot_catalogue(cube, table))
+            bar.update(1)
+    finally:
+        bar.close()
+    return targets
+
+
+def _plan_outputs(paths: list[Path], out: Path | None, fmt: str, *, batch: bool) -> list[Path]:
+    """Catalogue paths, checked: never an input, never twice the same, the directory writable."""
+    if batch and out is not None and out.exists() and not out.is_dir():
+        raise InferError(f"--out {out}: with several cubes --out must be a directory")
+    targets = [catalogue_path(p, out, fmt, batch=batch) for p in paths]
+    inputs = {p.resolve() for p in paths}
+    seen: set[Path] = set()
+    for target in targets:
+        resolved = target.resolve()
+        if resolved in inputs:
+            raise InferError(f"{target}: the catalogue would overwrite an input cube")
+        if resolved in seen:
+            raise InferError(f"{target}: two cubes would write the same catalogue (same file name)")
+        seen.add(resolved)
+        parent = target.parent
+        if not (parent.is_dir() or (batch and parent == out)):
+            raise InferError(f"{parent}: no such directory for the catalogue")
+    return targets
+
+
+def _check_channels(cube_or_shape: Cube | tuple[int, ...], models: Any, path: Path | None = None) -> None:
+    shape = cube_or_shape.shape if isinstance(cube_or_shape, Cube) else cube_or_shape
+    path = path if path is not None else getattr(cube_or_shape, "path", "cube")
+    length = model_sizes(models)[1]
+    need = min_channels(length)
+    if shape[0] < need:
+        raise InferError(f"{path}: {shape[0]} channels, fewer than the {need} the pipeline can use "
+                         f"(the Deep GRU reads {length}; shorter cubes are zero padded)")
+
+
+def _progress(total: int, *, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="cube", desc="dfjax.infer", disable=not enabled, file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the command line and call :func:`infer_files`; errors → one line on stderr, exit 2."""
+    parser = argparse.ArgumentParser(prog="python -m dfjax.infer", description=__doc__.splitlines()[0])
+    parser.add_argument("cubes", nargs="+", type=Path, metavar="CUBE.fits", help="dirty cubes (FITS)")
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
+                        help="directory with the six trained models (default: models/, from `dvc repro`)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="catalogue file (one cube) or directory (several); default: next to each cube")
+    parser.add_argument("--format", dest="fmt", choices=tuple(FORMATS), default=None,
+                        help="catalogue format (default: from --out's extension, else ecsv)")
+    parser.add_argument("--plot", action="store_true", help="also write a PNG: integrated image and spectra")
+    args = parser.parse_args(argv)
+    fmt = args.fmt or format_for(args.out)
+    try:
+        infer_files(args.cubes, model_dir=args.model_dir, out=args.out, fmt=fmt, plot=args.plot)
+    except (InferError, CubeError) as exc:
+        print(f"{parser.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
