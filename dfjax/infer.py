@@ -79,6 +79,8 @@ def infer_cube(cube: Cube | str | Path, models: Any, config: Any = None, *, runn
     config = _default_config() if config is None else config
     _check_channels(cube, models)
     crop_size, spectrum_length = model_sizes(models)
+    if getattr(getattr(config, "detect", None), "crop_size", crop_size) != crop_size:
+        config = config.replace(**{"detect.crop_size": crop_size})  # the crop is the trained model's input
     sources = run_tiled(cube.data, lambda part: runner(part, models, config),
                         crop_size=crop_size, spectrum_length=spectrum_length)
     return catalogue_table(cube, sources)
