@@ -108,55 +108,58 @@ def _to_plain(obj: Any) -> Any:
 
 def from_dict(data: dict[str, Any] | None) -> SimConfig:
     """Parse a nested mapping into a validated `SimConfig`; unknown keys are errors."""
-    config = _parse(SimConfig, data or {}, "sim")
+    config = parse_dataclass(SimConfig, data or {}, "sim")
     validate(config)
     return config
 
 
-def _parse(cls: type, data: Any, path: str) -> Any:
+def parse_dataclass(cls: type, data: Any, path: str, *, error: type[Exception] = ConfigError) -> Any:
+    """Build the (nested, frozen) dataclass `cls` from a mapping, pedantically: an unknown key or
+    a value of the wrong type raises `error` with the dotted path of the field, e.g. `sim.sky.foo`.
+    Fields missing from `data` keep their defaults. Shared by every configuration in the project."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
+        raise error(f"{path}: expected a mapping, got {type(data).__name__}")
     known = {f.name: f for f in fields(cls)}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{path}.{key}: unknown key (known: {', '.join(known)})")
+            raise error(f"{path}.{key}: unknown key (known: {', '.join(known)})")
     values = {}
     for name, f in known.items():
         if name not in data:
             continue
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        values[name] = _coerce(default, data[name], f"{path}.{name}")
+        values[name] = _coerce(default, data[name], f"{path}.{name}", error)
     return cls(**values)
 
 
-def _coerce(default: Any, value: Any, path: str) -> Any:
+def _coerce(default: Any, value: Any, path: str, error: type[Exception]) -> Any:
     if dataclasses.is_dataclass(default):
-        return _parse(type(default), value, path)
+        return parse_dataclass(type(default), value, path, error=error)
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)) or len(value) != len(default):
-            raise ConfigError(f"{path}: expected a [low, high] pair, got {value!r}")
-        return tuple(_coerce(d, v, path) for d, v in zip(default, value))
+            raise error(f"{path}: expected a [low, high] pair, got {value!r}")
+        return tuple(_coerce(d, v, path, error) for d, v in zip(default, value))
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+            raise error(f"{path}: expected true/false, got {value!r}")
         return value
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+            raise error(f"{path}: expected an integer, got {value!r}")
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
+            raise error(f"{path}: expected a number, got {value!r}")
         if not math.isfinite(value):
-            raise ConfigError(f"{path}: must be finite, got {value!r}")
+            raise error(f"{path}: must be finite, got {value!r}")
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
+            raise error(f"{path}: expected a string, got {value!r}")
         return value
-    raise ConfigError(f"{path}: unsupported value {value!r}")  # pragma: no cover
+    raise error(f"{path}: unsupported value {value!r}")  # pragma: no cover
 
 
 def _check_range(path: str, r: Range, lo: float | None = None, hi: float | None = None) -> None:

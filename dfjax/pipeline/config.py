@@ -10,9 +10,10 @@ of step (ii), ``.focus.bright_snr`` the 6 of step (iii), ``.model3d.dilation`` t
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Self
+
+from sim.config import parse_dataclass
 
 FITTERS: tuple[str, ...] = ("levmar", "trf")
 """astropy fitters for the line Gaussians: ``LevMarLSQFitter`` (the paper's) or ``TRFLSQFitter``."""
@@ -131,44 +132,7 @@ class PipelineConfig:
 
 
 def _parse(cls: type, data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    for key in data:
-        if key not in known:
-            raise ConfigError(f"{path}.{key}: unknown key (known: {', '.join(known)})")
-    values = {}
-    for name, value in data.items():
-        f = known[name]
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        values[name] = _coerce(default, value, f"{path}.{name}")
-    return cls(**values)
-
-
-def _coerce(default: Any, value: Any, path: str) -> Any:
-    if dataclasses.is_dataclass(default):
-        return _parse(type(default), value, path)
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true/false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{path}: must be finite, got {value!r}")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{path}: unsupported value {value!r}")  # pragma: no cover
+    return parse_dataclass(cls, data, path, error=ConfigError)
 
 
 def _validate(c: PipelineConfig) -> None:
