@@ -7,7 +7,6 @@ window, and the models by a stand-in with the two sizes the tiling needs; the re
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
 import subprocess
@@ -27,27 +26,7 @@ CELL_DEG = 0.1 / 3600.0
 F0_HZ, DF_HZ = 230e9, 10e6
 
 
-@dataclasses.dataclass
-class Source:  # the fields of dfjax.pipeline.run.Source
-    x: float
-    y: float
-    z: float
-    fwhm_x: float
-    fwhm_y: float
-    pa: float
-    fwhm_z: float
-    peak_flux: float
-    line_flux: float
-    line_flux_measured: float
-    continuum: float
-    snr: float
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-    z0: float
-    z1: float
-    flags: tuple[str, ...] = ()
+from dfjax.pipeline.run import Source  # noqa: E402
 
 
 class FakeModels:
