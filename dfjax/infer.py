@@ -28,7 +28,7 @@ from astropy.table import QTable
 
 from dfjax.catalogue_io import FORMATS, catalogue_table, plot_catalogue, write_atomic, write_catalogue
 from dfjax.cube_io import Cube, CubeError, read_cube
-from dfjax.tiling import min_channels, run_tiled
+from dfjax.tiling import OVERLAP, min_channels, run_tiled
 
 __all__ = ["DEFAULT_MODEL_DIR", "InferError", "catalogue_path", "format_for", "infer_cube", "infer_files", "main",
            "model_sizes"]
@@ -79,10 +79,16 @@ def infer_cube(cube: Cube | str | Path, models: Any, config: Any = None, *, runn
     config = _default_config() if config is None else config
     _check_channels(cube, models)
     crop_size, spectrum_length = model_sizes(models)
-    if getattr(getattr(config, "detect", None), "crop_size", crop_size) != crop_size:
-        config = config.replace(**{"detect.crop_size": crop_size})  # the crop is the trained model's input
+    if hasattr(config, "detect"):
+        # the crop is the trained model's input; step 1 tiles the whole field with it, and steps
+        # 2-6 then run once per box on the full field (tiling them would repeat every source)
+        config = config.replace(**{"detect.crop_size": crop_size,
+                                   "detect.tile_overlap": config.detect.tile_overlap or OVERLAP})  # fmt: skip
+        spatial = max(cube.data.shape[1:])
+    else:
+        spatial = crop_size  # a stand-in configuration: tile every step
     sources = run_tiled(cube.data, lambda part: runner(part, models, config),
-                        crop_size=crop_size, spectrum_length=spectrum_length)
+                        crop_size=spatial, spectrum_length=spectrum_length)
     return catalogue_table(cube, sources)
 
 

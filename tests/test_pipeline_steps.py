@@ -227,3 +227,20 @@ def test_pipeline_never_imports_training_code_or_tensorflow():
     code = "import sys, dfjax.pipeline; print(sorted(m for m in ('dfjax.train', 'tensorflow') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_tiled_detection_covers_the_whole_field_and_sees_each_blob_once():
+    class Identity:  # a stand-in Blobs Finder: the normalised crop is its own probability map
+        image_size = 32
+
+        def __call__(self, x):
+            return x
+
+    field = np.zeros((80, 72), np.float32)
+    field[4:7, 3:6] = 1.0  # a corner blob, outside the centre crop
+    field[40:43, 36:39] = 1.0  # a central blob, in several tiles
+    centre_only = PipelineConfig().replace(**{"detect.crop_size": 32})
+    tiled = centre_only.replace(**{"detect.tile_overlap": 0.25})
+    assert detection_map(Identity(), field, centre_only)[5, 4] == 0.0
+    boxes = boxes_from_map(detection_map(Identity(), field, tiled), threshold=0.5)
+    assert sorted(map(tuple, boxes)) == [(3, 4, 6, 7), (36, 40, 39, 43)]

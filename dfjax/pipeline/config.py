@@ -36,6 +36,7 @@ class DetectConfig:
     min_area_px: int = 1  # blobs with fewer pixels are dropped (1: keep all, as in the paper)
     connectivity: int = 2  # skimage.measure.label: 1 = 4-connected, 2 = 8-connected
     batch_size: int = 8  # images per Blobs Finder forward (the last batch is zero padded)
+    tile_overlap: float = 0.0  # 0: the paper's centre crop only; > 0: tile the whole field, this overlap
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,8 @@ def _parse(cls: type, data: Any, path: str) -> Any:
 def _validate(c: PipelineConfig) -> None:
     """Raise :class:`ConfigError` naming the first invalid key."""
     d, s = c.detect, c.spectra
-    for path, value in (("detect.threshold", d.threshold), ("spectra.peak_height", s.peak_height)):
+    for path, value in (("detect.threshold", d.threshold), ("spectra.peak_height", s.peak_height),
+                        ("detect.tile_overlap", d.tile_overlap)):  # fmt: skip
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"pipeline.{path}: must lie in [0, 1) (models output [0, 1]), got {value}")
     for path, value in (("detect.crop_size", d.crop_size), ("detect.min_area_px", d.min_area_px),

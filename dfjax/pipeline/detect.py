@@ -51,14 +51,23 @@ def _overlap(offset: int, size: int, n: int) -> tuple[slice, slice]:
     return slice(lo, hi), slice(lo - offset, hi - offset)
 
 
+def _tile_starts(n: int, size: int, overlap: float) -> list[int]:
+    """Starts of windows of ``size`` covering ``range(n)`` with at least ``overlap`` (last flush)."""
+    if n <= size:
+        return [crop_offset((n, n), size)[0]]
+    step = max(1, size - int(np.ceil(overlap * size)))
+    return sorted(set(range(0, n - size, step)) | {n - size})
+
+
 def detection_map(model: Model, images: np.ndarray, config: PipelineConfig = _DEFAULTS) -> np.ndarray:
     """Blobs Finder probability maps in field pixels (steps 2–3): (B, ny, nx) or (ny, nx) → same shape.
 
-    Each image is cropped from the centre to ``config.detect.crop_size`` (zero
-    padded where the field is smaller), the crop normalised to [0, 1], the
-    batch run through ``model`` ((B, size, size, 1) → (B, size, size, 1),
-    jitted, ``config.detect.batch_size`` at a time) and each prediction put
-    back at its field position; pixels outside the crop are 0.
+    Each image is cropped to ``config.detect.crop_size`` (zero padded where the field is
+    smaller), the crop normalised to [0, 1], run through ``model`` ((B, size, size, 1) →
+    (B, size, size, 1), jitted, ``config.detect.batch_size`` at a time) and put back at its
+    field position. With ``detect.tile_overlap`` = 0 that is the paper's single centre crop
+    (pixels outside it are 0); with > 0 overlapping crops tile the whole field and the map is
+    their maximum where they overlap, so steps 2-6 then see every source once.
     """
     images = np.asarray(images, np.float32)
     single = images.ndim == 2
@@ -71,16 +80,23 @@ def detection_map(model: Model, images: np.ndarray, config: PipelineConfig = _DE
     if model_size != size:
         raise ValueError(f"detect.crop_size={size} but the model takes {model_size}x{model_size} images")
     _, ny, nx = images.shape
-    oy, ox = crop_offset((ny, nx), size)
-    (fy, cy), (fx, cx) = _overlap(oy, size, ny), _overlap(ox, size, nx)
-    crops = np.zeros((len(images), size, size, 1), np.float32)
-    for crop, image in zip(crops, images):
-        crop[cy, cx, 0] = minmax_normalise(image[fy, fx])
+    if config.detect.tile_overlap > 0:
+        tiles = [(oy, ox) for oy in _tile_starts(ny, size, config.detect.tile_overlap)
+                 for ox in _tile_starts(nx, size, config.detect.tile_overlap)]  # fmt: skip
+    else:
+        tiles = [crop_offset((ny, nx), size)]
+    places = [(_overlap(oy, size, ny), _overlap(ox, size, nx)) for oy, ox in tiles]
+    crops = np.zeros((len(images) * len(tiles), size, size, 1), np.float32)
+    for i, image in enumerate(images):
+        for j, ((fy, cy), (fx, cx)) in enumerate(places):
+            crops[i * len(tiles) + j, cy, cx, 0] = minmax_normalise(image[fy, fx])
     predicted = apply_batched(model, crops, batch_size=config.detect.batch_size)
     if predicted.shape != crops.shape:
         raise ValueError(f"model returned {predicted.shape} for inputs {crops.shape}")
     maps = np.zeros(images.shape, np.float32)
-    maps[:, fy, fx] = predicted[:, cy, cx, 0]
+    for i in range(len(images)):
+        for j, ((fy, cy), (fx, cx)) in enumerate(places):
+            maps[i, fy, fx] = np.maximum(maps[i, fy, fx], predicted[i * len(tiles) + j, cy, cx, 0])
     return maps[0] if single else maps
 
 

@@ -85,13 +85,22 @@ def continuum_model(cube: np.ndarray, mask: np.ndarray, config: PipelineConfig =
 def measure_flux(cube: np.ndarray, mask: np.ndarray, *, x: float, y: float, beam_area_px: float = 1.0,
                  config: PipelineConfig = _DEFAULTS) -> FluxMeasurement:  # fmt: skip
     """Direct line flux, peak flux and continuum of the source in ``mask`` (nz, ny, nx) bool; (x, y) its centre."""
-    cube = np.nan_to_num(np.asarray(cube, np.float32), nan=0.0)
-    if mask.shape != cube.shape:
-        raise ValueError(f"mask {mask.shape} and cube {cube.shape} differ in shape")
+    if mask.shape != np.shape(cube):
+        raise ValueError(f"mask {mask.shape} and cube {np.shape(cube)} differ in shape")
     if beam_area_px <= 0:
         raise ValueError(f"beam_area_px must be positive, got {beam_area_px}")
-    if not mask.any():
+    footprint = mask.any(axis=0)
+    if not footprint.any():
         return FluxMeasurement(line_flux=0.0, peak_flux=0.0, continuum=0.0)
+    # only the footprint and the centre pixel are read: work on their bounding box, not the cube
+    ny, nx = footprint.shape
+    rows, cols = np.nonzero(footprint)
+    py, px = int(np.clip(np.rint(y), 0, ny - 1)), int(np.clip(np.rint(x), 0, nx - 1))
+    y0, y1 = min(rows.min(), py), max(rows.max(), py) + 1
+    x0, x1 = min(cols.min(), px), max(cols.max(), px) + 1
+    cube = np.nan_to_num(np.asarray(cube[:, y0:y1, x0:x1], np.float32), nan=0.0)
+    mask = mask[:, y0:y1, x0:x1]
+    x, y = x - x0, y - y0
     c_image, f = continuum_model(cube, mask, config)
     iz, iy, ix = np.nonzero(mask)
     line = cube[iz, iy, ix].astype(np.float64) - f[iz] * c_image[iy, ix]  # eq. 19, voxel by voxel
