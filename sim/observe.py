@@ -39,12 +39,6 @@ def _inverse(spec: jax.Array, n_pad: int, size: int) -> jax.Array:
     return jnp.fft.irfft(rows, n=n_pad, axis=2)[:, :, :size]
 
 
-@functools.partial(jax.jit, static_argnames=("n_pad",))
-def dirty_signal(sky: jax.Array, primary_beam: jax.Array, weight_grid: jax.Array, n_pad: int) -> jax.Array:
-    """Noiseless dirty cube (nz, n, n) in Jy/beam from a sky cube (nz, n, n) in Jy/pixel."""
-    return _inverse(_forward(sky, primary_beam, weight_grid, n_pad), n_pad, sky.shape[-1])
-
-
 def channel_keys(seed: int, channels: int) -> jax.Array:
     """One noise key per channel, so results do not depend on how channels are batched."""
     return jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(seed), jnp.arange(channels))
