@@ -59,6 +59,10 @@ class ResNet(nnx.Module):
       widths: channels per stage (paper: ``PAPER_WIDTHS``; default ``CPU_WIDTHS``).
       head_features: hidden units of the two-layer MLP head.
       in_features: input channels.
+      target_mean, target_scale: the head's output y is returned as ``target_mean +
+        target_scale · y``, so a freshly initialised network already predicts values of the
+        target's order (Adam moves a bias by about the learning rate per step: reaching a pa of
+        45° from 0 would take tens of thousands of steps). Paper: 0 and 1.
       rngs: parameter initialisation keys.
 
     Call: (B, H, W, in_features), paper H = W = 64 → (B,).
@@ -71,8 +75,13 @@ class ResNet(nnx.Module):
         widths: Sequence[int] = CPU_WIDTHS,
         head_features: int = 128,
         in_features: int = 1,
+        target_mean: float = 0.0,
+        target_scale: float = 1.0,
         rngs: nnx.Rngs,
     ):
+        if target_scale <= 0:
+            raise ValueError(f"target_scale must be positive, got {target_scale}")
+        self.target_mean, self.target_scale = float(target_mean), float(target_scale)
         if len(stage_sizes) != len(widths):
             raise ValueError(f"stage_sizes {stage_sizes} and widths {widths} differ in length")
         self.in_features = in_features
@@ -103,7 +112,8 @@ class ResNet(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = jnp.max(self.features(x), axis=(1, 2))  # adaptive max pool to 1×1
-        return self.out(jax.nn.relu(self.hidden(x)))[:, 0]
+        y = self.out(jax.nn.relu(self.hidden(x)))[:, 0]
+        return self.target_mean + self.target_scale * y
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), widths=PAPER_WIDTHS)
