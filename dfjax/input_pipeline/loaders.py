@@ -191,6 +191,21 @@ class _PerBox(_Family):
     def __len__(self) -> int:
         return len(self._records)
 
+    def example(self, index: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+        """Per-box examples are deterministic: computed once per record (one read of its cubes
+        for all its boxes) and kept — a record read costs far more than a train step."""
+        cache = self.__dict__.setdefault("_cache", {})
+        if index not in cache:
+            record_index = int(self._records[index])
+            same = np.flatnonzero(self._records == record_index)
+            record = self.source[record_index]
+            for k in same:
+                cache[int(k)] = self._example(record, int(k))
+        return cache[index]
+
+    def _example(self, record: Mapping[str, Any], index: int) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
 
 class DeepGRUData(_PerBox):
     """Dirty → clean spectra summed over 2-D boxes, one example per box (Sec. 4.2, 4.5).
@@ -211,8 +226,7 @@ class DeepGRUData(_PerBox):
         else:
             self._index_predicted(boxes, 4)
 
-    def example(self, index: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
-        record = self.source[int(self._records[index])]
+    def _example(self, record: Mapping[str, Any], index: int) -> dict[str, np.ndarray]:
         box = self._boxes[index, :4]
         dirty, sky = T.spectrum_pair(record["dirty_cube"], record["sky_cube"], box)
         return {"inputs": dirty, "targets": sky, "index": np.int32(self._records[index]),
@@ -259,9 +273,9 @@ class ResNetData(_PerBox):
                     for i, b in boxes.items()}  # fmt: skip
             self._index_predicted(boxes, 6, rows)
 
-    def example(self, index: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    def _example(self, record: Mapping[str, Any], index: int) -> dict[str, np.ndarray]:
         i, row = int(self._records[index]), int(self._rows[index])
-        cube = self.source[i]["dirty_cube"]
+        cube = record["dirty_cube"]
         box, z_range = self._boxes[index, :4], self._boxes[index, 4:6]
         if self.target == "line_flux":
             image, offset = T.line_emission_image(cube, box, z_range, size=self.size)
