@@ -433,13 +433,29 @@ def dataset_batches(model_name: str, config: TrainConfig, data_dir: str | os.Pat
     return batches
 
 
+def copy_report(workdir: str | Path, report_dir: str | Path) -> None:
+    """Copy a run's ``metrics.json`` and ``train_log.tsv`` into ``report_dir`` (temp file + rename)."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for source in (Path(workdir) / "metrics.json", Path(workdir) / "metrics" / "train_log.tsv"):
+        tmp = report_dir / f".{source.name}.tmp"
+        tmp.write_bytes(source.read_bytes())
+        os.replace(tmp, report_dir / source.name)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``python -m dfjax.train MODEL --workdir DIR [--config FILE] [--set key=value ...]``."""
     parser = argparse.ArgumentParser(prog="python -m dfjax.train",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("model", choices=models.MODEL_NAMES)
     parser.add_argument("--workdir", required=True, type=Path)
-    parser.add_argument("--config", type=Path, help="YAML file with a `train:` mapping")
+    parser.add_argument("--config", type=Path, help="YAML file with a `train:` mapping (see --section)")
+    parser.add_argument("--section", action="append", default=None,
+                        help="dotted key of the mapping to read from --config (default train; e.g. "
+                             "train.blobs_finder in params.yaml); repeat to merge several, later keys "
+                             "winning (phase 2: --section train.deep_gru --section train.finetune)")  # fmt: skip
+    parser.add_argument("--report-dir", type=Path,
+                        help="also copy metrics.json and train_log.tsv here (DVC metrics and plots)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--init-from", type=Path, help="phase-1 run to fine-tune (phase 2)")
     parser.add_argument("--data-dir", default="data/tfds", help="TFDS data directory (default data/tfds)")
@@ -456,9 +472,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             content = yaml.safe_load(args.config.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"--config: {args.config}: {exc}") from None
-        if "train" not in content:
-            raise ConfigError(f"{args.config}: no `train:` section")
-        data = content["train"]
+        data = {}
+        for section in args.section or ["train"]:
+            node = content
+            for key in section.split("."):
+                if not isinstance(node, dict) or key not in node:
+                    raise ConfigError(f"{args.config}: no `{section}` section")
+                node = node[key]
+            if not isinstance(node, dict):
+                raise ConfigError(f"{args.config}: `{section}` is not a mapping")
+            model = {**data.get("model", {}), **node.get("model", {})}
+            data = {**data, **node} | ({"model": model} if model else {})
     config = parse_config(args.model, data, args.sets)
     upstream = {}
     for item in args.upstream:
@@ -471,6 +495,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                     progress=not args.no_progress))  # fmt: skip
     metrics = train(args.model, config, args.workdir, batches=batches,
                     init_from=args.init_from, progress=not args.no_progress)
+    if args.report_dir is not None:
+        copy_report(args.workdir, args.report_dir)
     print(json.dumps(metrics))
     return metrics
 
