@@ -36,6 +36,10 @@ __all__ = ["DEFAULT_MODEL_DIR", "InferError", "catalogue_path", "format_for", "i
 DEFAULT_MODEL_DIR = Path("models")
 """Where ``dvc repro`` puts the six trained models (``models/<name>/``), relative to the working directory."""
 
+PIPELINE_CONFIG = "pipeline.yaml"
+"""``model_dir/pipeline.yaml``: the pipeline thresholds tuned on the validation split for these
+models (``python -m dfjax.eval.tune``); used when present, the defaults otherwise."""
+
 Loader = Callable[[Path], Any]
 Runner = Callable[..., list]
 
@@ -70,6 +74,18 @@ def _default_config() -> Any:
     from dfjax.pipeline import PipelineConfig
 
     return PipelineConfig()
+
+
+def _tuned_config(path: Path) -> Any:
+    import yaml
+
+    from dfjax.pipeline import ConfigError, PipelineConfig
+
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+        return PipelineConfig.from_dict(content.get("pipeline") or {})
+    except (OSError, yaml.YAMLError, ConfigError, AttributeError) as exc:
+        raise InferError(f"{path}: {' '.join(str(exc).split())}") from None
 
 
 def infer_cube(cube: Cube | str | Path, models: Any, config: Any = None, *, runner: Runner | None = None) -> QTable:
@@ -150,6 +166,8 @@ def infer_files(
         raise InferError(f"model directory {model_dir}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
     for path, shape in shapes:
         _check_channels(shape, models, path)
+    if config is None and loader is None and (model_dir / PIPELINE_CONFIG).is_file():
+        config = _tuned_config(model_dir / PIPELINE_CONFIG)
     if out is not None and batch:
         out.mkdir(parents=True, exist_ok=True)
     bar = _progress(len(paths), enabled=progress and batch)

@@ -19,6 +19,12 @@ FITTERS: tuple[str, ...] = ("levmar", "trf")
 """astropy fitters for the line Gaussians: ``LevMarLSQFitter`` (the paper's) or ``TRFLSQFitter``."""
 
 
+BOX_SOURCES: tuple[str, ...] = ("model", "detection")
+"""The catalogue's 2-D box: ``model``, the extent of the characterised Gaussian (x, y, FWHMs, pa)
+above ``box_level`` of its peak — the truth catalogue's definition (sim.sky.box_2d) — or
+``detection``, the Blobs Finder blob after focusing (step iii)."""
+
+
 SNR_SPREADS: tuple[str, ...] = ("std", "var")
 """Denominator of eqs. 17–18: ``std`` (scale free, the default) or ``var`` (as printed)."""
 
@@ -37,6 +43,7 @@ class DetectConfig:
     connectivity: int = 2  # skimage.measure.label: 1 = 4-connected, 2 = 8-connected
     batch_size: int = 8  # images per Blobs Finder forward (the last batch is zero padded)
     tile_overlap: float = 0.0  # 0: the paper's centre crop only; > 0: tile the whole field, this overlap
+    box_level: float = 0.0  # > 0: grow each blob's box to where the map is ≥ this × the blob's peak (0: paper)
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,8 @@ class CharacteriseConfig:
     """Step (iv), morphological parameters (Sec. 4.4 iv, Fig. 9 steps 10–11)."""
 
     batch_size: int = 32  # focused images per ResNet forward (the last batch is zero padded)
+    box: str = "model"  # one of BOX_SOURCES: the catalogue's 2-D box (see BOX_SOURCES)
+    box_level: float = 0.15  # "model" boxes: extent of the fitted 2-D Gaussian above this fraction of its peak
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,12 @@ def _validate(c: PipelineConfig) -> None:
                         ("characterise.batch_size", c.characterise.batch_size)):  # fmt: skip
         if value < 1:
             raise ConfigError(f"pipeline.{path}: must be at least 1, got {value}")
+    if not 0.0 <= d.box_level < 1.0:
+        raise ConfigError(f"pipeline.detect.box_level: must lie in [0, 1), got {d.box_level}")
+    if c.characterise.box not in BOX_SOURCES:
+        raise ConfigError(f"pipeline.characterise.box: {c.characterise.box!r} is not one of {', '.join(BOX_SOURCES)}")
+    if not 0.0 < c.characterise.box_level < 1.0:
+        raise ConfigError(f"pipeline.characterise.box_level: must lie in (0, 1), got {c.characterise.box_level}")
     if f.snr_spread not in SNR_SPREADS:
         raise ConfigError(f"pipeline.focus.snr_spread: {f.snr_spread!r} is not one of {', '.join(SNR_SPREADS)}")
     for path, value in (("focus.deblend_distance_px", f.deblend_distance_px), ("focus.fof_plateau", f.fof_plateau),

@@ -106,20 +106,35 @@ def boxes_from_map(
     threshold: float = _DEFAULTS.detect.threshold,
     min_area: int = _DEFAULTS.detect.min_area_px,
     connectivity: int = _DEFAULTS.detect.connectivity,
+    box_level: float = _DEFAULTS.detect.box_level,
 ) -> np.ndarray:
     """Bounding boxes of the blobs of a probability map (step 4): (ny, nx) → (K, 4) int64.
 
     Pixels strictly above ``threshold`` are labelled into connected blobs
     (``skimage.measure.label``); blobs of at least ``min_area`` pixels give a
     half-open box ``(x0, y0, x1, y1)`` (regionprops' ``bbox`` is ``(min_row,
-    min_col, max_row, max_col)``, max exclusive), in label order.
+    min_col, max_row, max_col)``, max exclusive), in label order. With
+    ``box_level`` > 0 each blob's box is instead the extent of the connected
+    region around its peak where the map is ≥ ``box_level`` × that peak: for a
+    map that reproduces the sky model, the truth catalogue's own box definition.
     """
     prob_map = np.asarray(prob_map)
     if prob_map.ndim != 2:
         raise ValueError(f"expected a 2-D probability map, got shape {prob_map.shape}")
-    labels = measure.label(np.nan_to_num(prob_map, nan=0.0) > threshold, connectivity=connectivity)
-    boxes = [(c0, r0, c1, r1) for region in measure.regionprops(labels) if region.area >= min_area
-             for r0, c0, r1, c1 in [region.bbox]]  # fmt: skip
+    clean = np.nan_to_num(prob_map, nan=0.0)
+    labels = measure.label(clean > threshold, connectivity=connectivity)
+    boxes = []
+    for region in measure.regionprops(labels, intensity_image=clean):
+        if region.area < min_area:
+            continue
+        r0, c0, r1, c1 = region.bbox
+        if box_level > 0:
+            coords = region.coords[np.argmax(clean[region.coords[:, 0], region.coords[:, 1]])]
+            peak = clean[coords[0], coords[1]]
+            grown = measure.label(clean >= box_level * peak, connectivity=connectivity)
+            rows, cols = np.nonzero(grown == grown[coords[0], coords[1]])
+            r0, c0, r1, c1 = rows.min(), cols.min(), rows.max() + 1, cols.max() + 1
+        boxes.append((c0, r0, c1, r1))
     return np.asarray(boxes, np.int64).reshape(-1, 4)
 
 
@@ -127,4 +142,5 @@ def detect(model: Model, cube: np.ndarray, config: PipelineConfig = _DEFAULTS) -
     """Step (i) end to end: dirty cube (nz, ny, nx) → candidate boxes (K, 4) int64, field pixels."""
     prob_map = detection_map(model, integrated_image(cube), config)
     d = config.detect
-    return boxes_from_map(prob_map, threshold=d.threshold, min_area=d.min_area_px, connectivity=d.connectivity)
+    return boxes_from_map(prob_map, threshold=d.threshold, min_area=d.min_area_px, connectivity=d.connectivity,
+                          box_level=d.box_level)  # fmt: skip

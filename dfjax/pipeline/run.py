@@ -19,7 +19,7 @@ import numpy as np
 
 from dfjax import checkpoint
 from dfjax.pipeline._apply import Model
-from dfjax.pipeline.characterise import estimate_morphology
+from dfjax.pipeline.characterise import estimate_morphology, model_box
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.detect import detect
 from dfjax.pipeline.flux import estimate_line_flux, measure_flux
@@ -143,6 +143,9 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
                                  fwhm_z=d.fwhm_z, config=config)  # (v)  # fmt: skip
         measured = measure_flux(clean, mask, x=m.x, y=m.y, beam_area_px=beam_area_px, config=config)  # (vi)
         x0, y0, x1, y1 = d.box
+        if config.characterise.box == "model":
+            x0, y0, x1, y1 = model_box(m.x, m.y, m.fwhm_x, m.fwhm_y, m.pa, level=config.characterise.box_level,
+                                       shape=clean.shape[1:])  # fmt: skip
         sources.append(Source(
             x=m.x, y=m.y, z=d.z, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, fwhm_z=d.fwhm_z,
             peak_flux=measured.peak_flux, line_flux=float(line_flux), line_flux_measured=measured.line_flux,
