@@ -1,0 +1,194 @@
+"""Evaluate the trained pipeline on a split of the dataset: ``python -m dfjax.eval.evaluate``.
+
+Every cube of the split is read from the simulator's FITS file and catalogued by
+:func:`dfjax.infer.infer_cube` — the code a user runs — then matched to the truth with the
+paper's criterion (:mod:`dfjax.eval.matching`). Writes ``detection.json`` (Table 4) and
+``characterisation.json`` (Table 5) into ``--metrics-dir``, the figures and their data into
+``--plots-dir`` (:mod:`dfjax.eval.plots`) and a short Markdown report (``--report``) that also
+quotes the baselines of ``--baselines`` when given.
+
+Run (as ``dvc repro`` does)::
+
+    python -m dfjax.eval.evaluate --sim-dir data/sim --data-dir data/tfds --dataset almasim/default \\
+        --model-dir models --metrics-dir metrics --plots-dir plots --report reports/evaluation.md \\
+        --baselines metrics/baselines.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tqdm.auto import tqdm
+
+from dfjax.eval import data as eval_data
+from dfjax.eval import metrics as M
+from dfjax.eval.matching import MatchCriteria, Matching, match
+
+__all__ = ["CubeResult", "EvalError", "evaluate", "load_pipeline_config", "predict_split", "summarise",
+           "write_json"]  # fmt: skip
+
+PREDICTED_COLUMNS: tuple[str, ...] = ("x", "y", "z", "fwhm_x", "fwhm_y", "pa", "fwhm_z", "line_flux", "snr",
+                                      "x0", "y0", "x1", "y1", "z0", "z1")  # fmt: skip
+
+
+class EvalError(ValueError):
+    """Evaluation cannot run on these inputs; the one-line message names the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CubeResult:
+    """One cube's prediction, truth and matchings (full and 2-D criteria)."""
+
+    cube_index: int
+    predicted: dict[str, np.ndarray]  # PREDICTED_COLUMNS, pixel/channel units, line_flux Jy km/s
+    truth: dict[str, np.ndarray]  # records.CATALOGUE_FIELDS columns
+    matching: Matching
+    matching_2d: Matching
+    seconds: float
+
+
+def _predicted_columns(table: Any) -> dict[str, np.ndarray]:
+    return {name: np.asarray(getattr(table[name], "value", table[name]), np.float64) for name in PREDICTED_COLUMNS}
+
+
+def _boxes(columns: dict[str, np.ndarray]) -> np.ndarray:
+    return np.stack([columns[k] for k in eval_data.BOX_COLUMNS], axis=1) if len(columns["x0"]) else np.zeros((0, 6))
+
+
+def load_pipeline_config(path: str | os.PathLike | None) -> Any:
+    """The ``pipeline:`` section of a YAML file as a PipelineConfig (defaults without a file)."""
+    from dfjax.pipeline import PipelineConfig
+
+    if path is None:
+        return PipelineConfig()
+    content = yaml.safe_load(Path(path).read_text()) or {}
+    return PipelineConfig.from_dict(content.get("pipeline") or {})
+
+
+def predict_split(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: str, split: str, models: Any,
+                  config: Any, *, criteria: MatchCriteria = MatchCriteria(), limit: int | None = None,
+                  progress: bool = True, desc: str | None = None) -> list[CubeResult]:  # fmt: skip
+    """Catalogue every cube of ``split`` with the pipeline and match it to the truth."""
+    from dfjax.infer import infer_cube
+
+    results = []
+    cubes = eval_data.iter_split(data_dir, dataset, split, limit=limit)
+    n = eval_data.split_size(data_dir, dataset, split) if limit is None else limit
+    for item in tqdm(cubes, total=n, desc=desc or f"evaluate {split}", unit="cube", disable=not progress):
+        path = Path(sim_dir) / f"cube_{item.cube_index:05d}.fits"
+        if not path.is_file():
+            raise EvalError(f"{path}: missing; --sim-dir must be the directory the dataset was packaged from")
+        t0 = time.perf_counter()
+        table = infer_cube(path, models, config)
+        seconds = time.perf_counter() - t0
+        predicted = _predicted_columns(table)
+        truth_boxes = eval_data.truth_boxes(item.catalogue)
+        results.append(CubeResult(
+            cube_index=item.cube_index, predicted=predicted, truth=eval_data.truth_columns(item.catalogue),
+            matching=match(_boxes(predicted), truth_boxes, criteria),
+            matching_2d=match(_boxes(predicted), truth_boxes, dataclasses.replace(criteria, spectral=False)),
+            seconds=seconds))  # fmt: skip
+    return results
+
+
+def _pairs(results: Sequence[CubeResult]) -> list[tuple[dict, dict]]:
+    """Per cube (truth, predicted) columns of the matched pairs, keyed by metrics.PARAMETERS."""
+    out = []
+    for r in results:
+        p, t = r.matching.pairs[:, 0], r.matching.pairs[:, 1]
+        truth = {name: r.truth[name][t] for name in M.PARAMETERS if name != "flux"} | {"flux": r.truth["line_flux"][t]}
+        pred = {name: r.predicted[name][p] for name in M.PARAMETERS if name != "flux"}
+        pred["flux"] = r.predicted["line_flux"][p]
+        out.append((truth, pred))
+    return out
+
+
+def summarise(results: Sequence[CubeResult]) -> tuple[dict, dict]:
+    """(detection, characterisation) metrics of a set of cube results."""
+    snr = [r.truth["peak_snr"] for r in results]
+    detection = M.detection_metrics([r.matching for r in results], snr)
+    detection["criteria_2d_only"] = {k: v for k, v in M.detection_metrics([r.matching_2d for r in results], snr).items()
+                                     if k != "recall_by_snr"}  # fmt: skip
+    detection["cubes"] = len(results)
+    detection["seconds_per_cube"] = float(np.mean([r.seconds for r in results])) if results else 0.0
+    characterisation = M.characterisation_metrics(M.paired_values(_pairs(results)))
+    return detection, characterisation
+
+
+def write_json(path: str | os.PathLike, content: Any) -> None:
+    """JSON to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def evaluate(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: str, model_dir: str | os.PathLike, *,
+             split: str = "test", metrics_dir: str | os.PathLike = "metrics", plots_dir: str | os.PathLike = "plots",
+             report: str | os.PathLike | None = None, baselines: str | os.PathLike | None = None,
+             progress: bool = True) -> dict:  # fmt: skip
+    """Run the pipeline with ``model_dir``'s models and tuned configuration over ``split``; write it all."""
+    from dfjax.eval import plots
+    from dfjax.pipeline.run import Models
+
+    config = load_pipeline_config(_tuned_config(model_dir))
+    models = Models.load(model_dir, config=config)
+    results = predict_split(sim_dir, data_dir, dataset, split, models, config, progress=progress)
+    detection, characterisation = summarise(results)
+    detection["split"] = split
+    write_json(Path(metrics_dir) / "detection.json", detection)
+    write_json(Path(metrics_dir) / "characterisation.json", characterisation)
+    figures = plots.write_all(results, detection, M.paired_values(_pairs(results)), plots_dir)
+    if report is not None:
+        table = json.loads(Path(baselines).read_text()) if baselines and Path(baselines).is_file() else None
+        from dfjax.eval.report import write_report
+
+        write_report(report, detection, characterisation, figures, baselines=table)
+    return {"detection": detection, "characterisation": characterisation}
+
+
+def _tuned_config(model_dir: str | os.PathLike) -> Path | None:
+    from dfjax.infer import PIPELINE_CONFIG
+
+    path = Path(model_dir) / PIPELINE_CONFIG
+    return path if path.is_file() else None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dfjax.eval.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--sim-dir", type=Path, default=Path("data/sim"))
+    parser.add_argument("--data-dir", type=Path, default=Path("data/tfds"))
+    parser.add_argument("--dataset", default="almasim/default")
+    parser.add_argument("--model-dir", type=Path, default=Path("models"))
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--metrics-dir", type=Path, default=Path("metrics"))
+    parser.add_argument("--plots-dir", type=Path, default=Path("plots"))
+    parser.add_argument("--report", type=Path, default=None)
+    parser.add_argument("--baselines", type=Path, default=None, help="metrics/baselines.json, quoted in the report")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        result = evaluate(args.sim_dir, args.data_dir, args.dataset, args.model_dir, split=args.split,
+                          metrics_dir=args.metrics_dir, plots_dir=args.plots_dir, report=args.report,
+                          baselines=args.baselines, progress=not args.no_progress)  # fmt: skip
+    except (EvalError, FileNotFoundError, KeyError, ValueError) as exc:
+        print(f"{parser.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+    d = result["detection"]
+    print(f"{args.split}: precision {d['precision']:.3f} recall {d['recall']:.3f} F1 {d['f1']:.3f} "
+          f"(TP {d['tp']}, FP {d['fp']}, FN {d['fn']}), mean IoU {d['mean_iou']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

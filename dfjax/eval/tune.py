@@ -1,0 +1,110 @@
+"""Tune the pipeline's thresholds on the validation split: ``python -m dfjax.eval.tune``.
+
+A small grid (``tune.grid`` in params.yaml: dotted ``pipeline`` keys → candidate values) is
+searched around the ``pipeline:`` section; every combination catalogues the validation cubes
+with the trained models and is scored by F1 under the paper's criterion. The best combination
+is written to ``models/pipeline.yaml``, which ``dfjax.infer`` and the evaluate stage then use —
+the test split is never looked at. Ties go to the earlier combination, so list the paper's
+values first.
+
+Run (as ``dvc repro`` does)::
+
+    python -m dfjax.eval.tune --params params.yaml --sim-dir data/sim --data-dir data/tfds \\
+        --dataset almasim/default --model-dir models --out models/pipeline.yaml --metrics metrics/tune.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dfjax.eval.evaluate import EvalError, predict_split, summarise, write_json
+
+__all__ = ["grid_points", "tune"]
+
+
+def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """All combinations of a {dotted key: values} grid, in order (the first value of each first)."""
+    keys = list(grid)
+    for key in keys:
+        if isinstance(grid[key], (str, bytes)) or not isinstance(grid[key], Sequence) or not grid[key]:
+            raise EvalError(f"tune.grid.{key}: expected a non-empty list of values")
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def tune(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: str, model_dir: str | os.PathLike,
+         base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], *, split: str = "validation",
+         progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Search ``grid`` around the ``base`` pipeline mapping; returns the best config and every score."""
+    from dfjax.pipeline import ConfigError, PipelineConfig
+    from dfjax.pipeline.run import Models
+
+    try:
+        base_config = PipelineConfig.from_dict(dict(base))
+        configs = [base_config.replace(**point) for point in grid_points(grid)] or [base_config]
+    except ConfigError as exc:
+        raise EvalError(str(exc)) from None
+    models = Models.load(model_dir, config=base_config)
+    trials, best = [], None
+    points = grid_points(grid) or [{}]
+    for i, (point, config) in enumerate(zip(points, configs)):
+        results = predict_split(sim_dir, data_dir, dataset, split, models, config, progress=progress,
+                                desc=f"tune {i + 1}/{len(configs)}")  # fmt: skip
+        detection, _ = summarise(results)
+        trial = {"params": point, **{k: detection[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn")}}
+        trials.append(trial)
+        if best is None or trial["f1"] > best[0]["f1"]:
+            best = (trial, config)
+    assert best is not None
+    return {"best": best[0], "config": best[1].to_dict(), "trials": trials, "split": split}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dfjax.eval.tune", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="YAML with `pipeline:` (the base) and `tune: {grid: {...}, split: ...}`")
+    parser.add_argument("--sim-dir", type=Path, default=Path("data/sim"))
+    parser.add_argument("--data-dir", type=Path, default=Path("data/tfds"))
+    parser.add_argument("--dataset", default="almasim/default")
+    parser.add_argument("--model-dir", type=Path, default=Path("models"))
+    parser.add_argument("--out", type=Path, default=Path("models/pipeline.yaml"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/tune.json"))
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        try:
+            content = yaml.safe_load(args.params.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise EvalError(f"--params: {exc}") from None
+        section = content.get("tune") or {}
+        unknown = set(section) - {"grid", "split"}
+        if unknown:
+            raise EvalError(f"tune.{sorted(unknown)[0]}: unknown key (known: grid, split)")
+        result = tune(args.sim_dir, args.data_dir, args.dataset, args.model_dir, content.get("pipeline") or {},
+                      section.get("grid") or {}, split=section.get("split", "validation"),
+                      progress=not args.no_progress)  # fmt: skip
+    except (EvalError, FileNotFoundError, KeyError, ValueError) as exc:
+        print(f"{parser.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+    text = ("# Pipeline thresholds tuned on the validation split by `python -m dfjax.eval.tune`;\n"
+            "# dfjax.infer uses them with the models in this directory.\n"
+            + yaml.safe_dump({"pipeline": result["config"]}, sort_keys=False))  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, args.out)
+    write_json(args.metrics, {"best": result["best"], "split": result["split"], "trials": result["trials"]})
+    b = result["best"]
+    print(f"best on {result['split']}: {b['params']} precision {b['precision']:.3f} recall {b['recall']:.3f} "
+          f"F1 {b['f1']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

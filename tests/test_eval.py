@@ -1,0 +1,161 @@
+"""Evaluation: the paper's matching criterion, metrics against hand counts, the model box
+against the simulator's truth box, the tuning grid, the report, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dfjax.eval import metrics as M
+from dfjax.eval.matching import MatchCriteria, box_centres, iou_1d, iou_2d, match
+from dfjax.eval.report import write_report
+from dfjax.eval.tune import grid_points
+from dfjax.pipeline import ConfigError, PipelineConfig
+from dfjax.pipeline.characterise import model_box
+from sim import sky
+
+
+def box(x0, y0, x1, y1, z0=10.0, z1=20.0):
+    return [x0, y0, x1, y1, z0, z1]
+
+
+def test_iou_matches_the_simulators_scalar_iou():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 20, (30, 2))
+    a = np.concatenate([a, a + rng.integers(1, 10, (30, 2)), np.zeros((30, 2))], axis=1)
+    b = np.roll(a, 3, axis=0)
+    expected = np.array([[sky.iou_2d(tuple(p[:4].astype(int)), tuple(q[:4].astype(int))) for q in b] for p in a])
+    np.testing.assert_allclose(iou_2d(a, b), expected)
+
+
+def test_iou_1d_of_intervals():
+    a = np.array([box(0, 0, 1, 1, 10, 20)])
+    b = np.array([box(0, 0, 1, 1, 15, 25), box(0, 0, 1, 1, 30, 40), box(0, 0, 1, 1, 10, 20)])
+    np.testing.assert_allclose(iou_1d(a, b), [[5 / 15, 0.0, 1.0]])
+
+
+def test_box_centres_of_half_open_boxes():
+    np.testing.assert_allclose(box_centres(np.array([box(10, 20, 15, 23)])), [[12.0, 21.0]])
+
+
+def test_each_criterion_can_reject_a_match():
+    truth = np.array([box(10, 10, 20, 20, 10, 20)])
+    assert match(np.array([box(10, 10, 20, 20, 10, 20)]), truth).tp == 1
+    assert match(np.array([box(10, 10, 20, 25, 10, 20)]), truth).tp == 1  # IoU 100/150, centres 2.5 px apart
+    assert match(np.array([box(11, 11, 21, 21, 10, 20)]), truth).tp == 1  # IoU 81/119 = 0.68, distance 1.4 px
+    assert match(np.array([box(12, 12, 22, 22, 10, 20)]), truth).tp == 0  # IoU 64/136 = 0.47
+    assert match(np.array([box(10, 10, 20, 20, 16, 26)]), truth).tp == 0  # 1-D IoU 4/16
+    criteria_2d = MatchCriteria(spectral=False)
+    assert match(np.array([box(10, 10, 20, 20, 16, 26)]), truth, criteria_2d).tp == 1
+    big = np.array([box(0, 0, 40, 40)])
+    wide = np.array([box(0, 0, 40, 46)])  # IoU 0.87 but centres 3 px apart
+    assert match(wide, big).tp == 0
+
+
+def test_a_prediction_counts_for_one_source_only():
+    truth = np.array([box(10, 10, 20, 20), box(10, 10, 20, 21)])
+    m = match(np.array([box(10, 10, 20, 20)]), truth)
+    assert (m.tp, m.fp, m.fn) == (1, 0, 1)
+    assert m.pairs.tolist() == [[0, 0]]  # the better overlap wins
+
+
+def test_empty_inputs_and_bad_shapes():
+    m = match(np.zeros((0, 6)), np.array([box(0, 0, 5, 5)]))
+    assert (m.tp, m.fp, m.fn) == (0, 0, 1)
+    m = match(np.array([box(0, 0, 5, 5)]), np.zeros((0, 6)))
+    assert (m.tp, m.fp, m.fn) == (0, 1, 0)
+    with pytest.raises(ValueError, match=r"\(N, 6\)"):
+        match(np.zeros((2, 4)), np.zeros((1, 6)))
+
+
+def test_detection_metrics_by_hand():
+    truth = np.array([box(10, 10, 20, 20), box(40, 40, 50, 50), box(70, 70, 80, 80)])
+    predicted = np.array([box(10, 10, 20, 20), box(41, 40, 51, 50), box(100, 100, 110, 110)])
+    m = match(predicted, truth)
+    d = M.detection_metrics([m], [np.array([3.0, 12.0, 50.0])])
+    assert (d["tp"], d["fp"], d["fn"]) == (2, 1, 1)
+    assert d["precision"] == pytest.approx(2 / 3) and d["recall"] == pytest.approx(2 / 3)
+    assert d["f1"] == pytest.approx(2 / 3)
+    assert d["mean_iou"] == pytest.approx((1.0 + 90 / 110) / 2)
+    found = {b["snr_min"]: (b["sources"], b["found"]) for b in d["recall_by_snr"]}
+    assert found[0.0] == (1, 1) and found[10.0] == (1, 1) and found[40.0] == (1, 0)
+
+
+def test_angle_residual_is_modulo_180():
+    np.testing.assert_allclose(M.angle_residual(np.array([179.0, 5.0, 90.0]), np.array([1.0, 175.0, 0.0])),
+                               [-2.0, 10.0, -90.0])  # fmt: skip
+
+
+def test_characterisation_metrics_by_hand():
+    values = {"pa": (np.array([10.0, 50.0, 80.0]), np.array([10.5, 58.0, 80.0])),
+              "flux": (np.array([1.0, 2.0]), np.array([1.15, 1.0]))}  # fmt: skip
+    c = M.characterisation_metrics(values)
+    assert c["pa"]["mean"] == pytest.approx(8.5 / 3)
+    assert c["pa"]["within_10pct"] == pytest.approx(2 / 3)  # 0.5/10, 8/50 = 16%, 0/80
+    assert c["pa"]["within_20pct"] == pytest.approx(1.0)
+    assert c["flux"]["within_10pct"] == 0.0 and c["flux"]["within_20pct"] == 0.5
+    assert c["flux"]["std"] == pytest.approx(np.std([0.15, -1.0]))
+
+
+def test_model_box_is_the_truth_catalogues_box():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        src = sky.Source(x=rng.uniform(20, 40), y=rng.uniform(20, 40), z=5.0, fwhm_x=rng.uniform(2, 8),
+                         fwhm_y=rng.uniform(2, 8), pa=rng.uniform(0, 180), fwhm_z=3.0, amplitude=1.0,
+                         line_amplitude=1.0, spectral_index=0.0)  # fmt: skip
+        assert model_box(src.x, src.y, src.fwhm_x, src.fwhm_y, src.pa) == sky.box_2d(sky.spatial_profile(src, 64))
+
+
+def test_model_box_is_clipped_to_the_field():
+    assert model_box(1.0, 62.5, 6.0, 6.0, 0.0, shape=(64, 64)) == (0, 58, 6, 64)
+
+
+def test_grid_points_in_order_and_bad_grids():
+    points = grid_points({"detect.threshold": [0.15, 0.1], "focus.min_snr": [1.0, 3.0]})
+    assert points[0] == {"detect.threshold": 0.15, "focus.min_snr": 1.0} and len(points) == 4
+    from dfjax.eval.evaluate import EvalError
+
+    with pytest.raises(EvalError, match="detect.threshold"):
+        grid_points({"detect.threshold": 0.15})
+    with pytest.raises(ConfigError, match="detect.treshold"):
+        PipelineConfig().replace(**{"detect.treshold": 0.1})
+
+
+def test_box_source_is_validated():
+    with pytest.raises(ConfigError, match="characterise.box"):
+        PipelineConfig.from_dict({"characterise": {"box": "blob"}})
+
+
+def test_report_lists_ours_and_the_baselines(tmp_path):
+    d = {"tp": 9, "fp": 0, "fn": 1, "precision": 1.0, "recall": 0.9, "f1": 0.947, "mean_iou": 0.8, "cubes": 2,
+         "seconds_per_cube": 0.5, "split": "test",
+         "recall_by_snr": [{"snr_min": 0.0, "snr_max": None, "sources": 10, "found": 9, "recall": 0.9}]}  # fmt: skip
+    d["criteria_2d_only"] = dict(d)
+    c = {"sources": 9, "x": {"mean": 0.1, "std": 0.2, "mean_abs": 0.15}}
+    b = {"photutils": {"detection": {**d, "tp": 5, "f1": 0.6}}}
+    (tmp_path / "plots").mkdir()
+    write_report(tmp_path / "reports" / "evaluation.md", d, c, [tmp_path / "plots" / "recall_vs_snr.png"],
+                 baselines=b)  # fmt: skip
+    text = (tmp_path / "reports" / "evaluation.md").read_text()
+    assert "| dfjax pipeline | 9 | 0 | 1 | 1.000 | 0.900 | 0.947 |" in text
+    assert "| photutils (tuned on validation) | 5 |" in text
+    assert "](../plots/recall_vs_snr.png)" in text
+
+
+@pytest.mark.parametrize("module", ["dfjax.eval.evaluate", "dfjax.eval.tune"])
+def test_missing_dataset_is_one_line_and_exit_2(tmp_path, module):
+    out = tmp_path / "metrics"
+    args = [sys.executable, "-m", module, "--data-dir", str(tmp_path / "nope"), "--model-dir", str(tmp_path)]
+    if module.endswith("evaluate"):
+        args += ["--metrics-dir", str(out)]
+    else:
+        (tmp_path / "params.yaml").write_text("pipeline: {}\n")
+        args += ["--params", str(tmp_path / "params.yaml"), "--metrics", str(out / "tune.json")]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"python -m {module}: error:") and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()
