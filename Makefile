@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    simulate the small default set (later: dvc repro)
+#   make run    the main job: `dvc repro` (simulate -> package -> train -> tune -> evaluate, baselines)
 #   make test   run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,17 +13,18 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[casa,dev]'
+	$(PY) -m pip install --quiet -e '.[casa,dev,pipeline]'
 	touch $(STAMP)
 
+# dvc.yaml's commands call `python`: the venv's, first on PATH
 run: setup
-	$(PY) -m sim generate --config experiments/default.yaml --out data/sim --n 20
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
 test: setup
-	$(PY) -m pytest -n 2 --durations=10
+	$(PY) -m pytest -n 2 --dist loadfile --durations=10
 
 bench: setup
 	$(PY) benchmarks/bench_sim.py
 
 clean:
-	rm -rf data build *.egg-info .pytest_cache
+	rm -rf build *.egg-info .pytest_cache  # DVC's outputs: dvc gc / dvc destroy

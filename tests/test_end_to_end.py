@@ -54,3 +54,40 @@ def test_the_bright_central_source_is_found_at_its_position_and_channel(trained)
     assert d[best] <= 1.5
     assert abs(found["z"].value[best] - truth["z"]) <= 1.0
     assert found["line_flux"].unit == "Jy km / s" and found["ra"].unit == "deg"
+
+
+def test_tune_then_evaluate_write_consistent_metrics_plots_and_report(trained, tmp_path):
+    """The DVC stages tune → evaluate on the fixture's models: files, counts and the tuned config."""
+    import json
+
+    import yaml
+
+    params = tmp_path / "params.yaml"
+    params.write_text("pipeline: {}\ntune:\n  grid:\n    focus.min_snr: [1.0, 2.0]\n")
+    common = ["--sim-dir", str(trained / "sim"), "--data-dir", str(trained / "tfds"), "--dataset", "almasim/test",
+              "--model-dir", str(trained / "models"), "--no-progress"]  # fmt: skip
+    tuned = trained / "models" / "pipeline.yaml"
+    r = subprocess.run([sys.executable, "-m", "dfjax.eval.tune", "--params", str(params), "--out", str(tuned),
+                        "--metrics", str(tmp_path / "metrics" / "tune.json"), *common],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    trials = json.loads((tmp_path / "metrics" / "tune.json").read_text())["trials"]
+    assert [t["params"]["focus.min_snr"] for t in trials] == [1.0, 2.0]
+    chosen = yaml.safe_load(tuned.read_text())["pipeline"]["focus"]["min_snr"]
+    assert chosen == max(trials, key=lambda t: (t["f1"], -trials.index(t)))["params"]["focus.min_snr"]
+
+    r = subprocess.run([sys.executable, "-m", "dfjax.eval.evaluate", "--metrics-dir", str(tmp_path / "metrics"),
+                        "--plots-dir", str(tmp_path / "plots"), "--report", str(tmp_path / "reports" / "evaluation.md"),
+                        *common], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    detection = json.loads((tmp_path / "metrics" / "detection.json").read_text())
+    characterisation = json.loads((tmp_path / "metrics" / "characterisation.json").read_text())
+    from dfjax.eval.data import iter_split
+
+    truth = sum(len(c.catalogue) for c in iter_split(trained / "tfds", "almasim/test", "test"))
+    assert detection["tp"] + detection["fn"] == truth == sum(b["sources"] for b in detection["recall_by_snr"])
+    assert characterisation["sources"] == detection["tp"]
+    assert set(characterisation) >= {"x", "y", "z", "fwhm_x", "fwhm_y", "fwhm_z", "pa", "flux"}
+    for name in ("characterisation.png", "recall_vs_snr.png", "blendness.png", "recall_vs_snr.csv"):
+        assert (tmp_path / "plots" / name).stat().st_size > 0
+    assert "| dfjax pipeline |" in (tmp_path / "reports" / "evaluation.md").read_text()

@@ -2,7 +2,7 @@
 
 Example::
 
-    python -m sim generate --config experiments/default.yaml --out data/sim --n 20
+    python -m sim generate --config params.yaml --out data/sim --n 20
     python -m dfjax.datasets.almasim --sim-dir data/sim --data-dir data/tfds --config default
 """
 

@@ -133,12 +133,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
     The manual directory is a `python -m sim generate` output directory (cube_NNNNN.fits,
     sky_NNNNN.fits, catalogue.csv), e.g.
-      python -m sim generate --config experiments/default.yaml --out data/sim --n 20
+      python -m sim generate --config params.yaml --out data/sim --n 20
     Pass it as tfds.download.DownloadConfig(manual_dir=...) or use python -m dfjax.datasets.almasim.
     """
     BUILDER_CONFIGS: ClassVar[list[AlmasimConfig]] = [
         AlmasimConfig(name="default", size=128, channels=128,
-                      description="CPU-sized: 128 x 128 x 128 cubes (experiments/default.yaml), any number."),
+                      description="CPU-sized: 128 x 128 x 128 cubes (params.yaml), any number."),
         AlmasimConfig(name="paper", size=360, channels=128, num_cubes=5000,
                       description="Paper scale: 5000 cubes of 360 x 360 x 128 (experiments/paper.yaml)."),
         AlmasimConfig(name="test", size=32, channels=16,
