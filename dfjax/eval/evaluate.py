@@ -142,8 +142,9 @@ def evaluate(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: s
     from dfjax.eval import plots
     from dfjax.pipeline.run import Models
 
-    config = load_pipeline_config(_tuned_config(model_dir))
-    models = Models.load(model_dir, config=config)
+    models = Models.load(model_dir)
+    config = load_pipeline_config(_tuned_config(model_dir)).replace(
+        **{"detect.crop_size": models.blobs_finder.image_size})
     results = predict_split(sim_dir, data_dir, dataset, split, models, config, progress=progress)
     detection, characterisation = summarise(results)
     detection["split"] = split

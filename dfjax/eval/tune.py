@@ -46,12 +46,13 @@ def tune(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: str, 
     from dfjax.pipeline import ConfigError, PipelineConfig
     from dfjax.pipeline.run import Models
 
-    try:
-        base_config = PipelineConfig.from_dict(dict(base))
+    models = Models.load(model_dir)
+    try:  # Blobs Finder's input side is the trained model's, whatever the base says
+        base_config = PipelineConfig.from_dict(dict(base)).replace(
+            **{"detect.crop_size": models.blobs_finder.image_size})
         configs = [base_config.replace(**point) for point in grid_points(grid)] or [base_config]
     except ConfigError as exc:
         raise EvalError(str(exc)) from None
-    models = Models.load(model_dir, config=base_config)
     trials, best = [], None
     points = grid_points(grid) or [{}]
     for i, (point, config) in enumerate(zip(points, configs)):
