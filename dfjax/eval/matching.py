@@ -16,6 +16,8 @@ import dataclasses
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from dfjax.input_pipeline.transforms import pairwise_iou_2d
+
 __all__ = ["MatchCriteria", "Matching", "box_centres", "iou_1d", "iou_2d", "match"]
 
 
@@ -64,13 +66,7 @@ def _boxes(boxes: np.ndarray, name: str) -> np.ndarray:
 
 def iou_2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N, M) IoU of half-open boxes (x0, y0, x1, y1, ...) — eq. 22, vectorised ``sim.sky.iou_2d``."""
-    a, b = a[:, None, :], b[None, :, :]
-    ix = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    iy = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = ix * iy
-    union = ((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-             - inter)  # fmt: skip
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return pairwise_iou_2d(a, b)
 
 
 def iou_1d(a: np.ndarray, b: np.ndarray) -> np.ndarray:

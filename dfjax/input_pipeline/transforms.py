@@ -23,7 +23,7 @@ from dfjax.datasets.almasim.records import COLUMN
 
 __all__ = [
     "box_spectra", "centre_crop", "channel_range", "focus_offset", "global_snr", "integrated_image_pair",
-    "line_emission_image", "match_predictions", "minmax_normalise", "rotate_flip_crop",
+    "line_emission_image", "match_predictions", "minmax_normalise", "pairwise_iou_2d", "rotate_flip_crop",
     "spectral_focus", "spectrum_pair", "standardise", "truth_boxes",
 ]  # fmt: skip
 
@@ -270,6 +270,17 @@ def _iou_1d(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> n
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
+def pairwise_iou_2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) IoU (eq. 22) of half-open boxes: rows (x0, y0, x1, y1, ...) of ``a`` against ``b``."""
+    a, b = np.asarray(a, np.float64)[:, None, :], np.asarray(b, np.float64)[None, :, :]
+    ix = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    iy = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = ix * iy
+    union = ((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+             - inter)  # fmt: skip
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
 def match_predictions(predicted: np.ndarray, catalogue: np.ndarray, *, min_iou: float = 0.1) -> np.ndarray:
     """Truth row for each predicted box: (K, 4) or (K, 6) and catalogue (S, 20) → (K,) int64, −1 if none.
 
@@ -282,12 +293,7 @@ def match_predictions(predicted: np.ndarray, catalogue: np.ndarray, *, min_iou: 
     if len(pred) == 0 or len(truth) == 0:
         return np.full(len(pred), -1, np.int64)
     p, t = pred[:, None, :], truth[None, :, :]
-    ix = np.clip(np.minimum(p[..., 2], t[..., 2]) - np.maximum(p[..., 0], t[..., 0]), 0, None)
-    iy = np.clip(np.minimum(p[..., 3], t[..., 3]) - np.maximum(p[..., 1], t[..., 1]), 0, None)
-    inter = ix * iy
-    union = ((p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1]) + (t[..., 2] - t[..., 0]) * (t[..., 3] - t[..., 1])
-             - inter)  # fmt: skip
-    iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    iou = pairwise_iou_2d(pred, truth)
     score = iou.copy()
     if pred.shape[1] >= 6:
         score *= 0.5 * (1.0 + _iou_1d(p[..., 4], p[..., 5], t[..., 4], t[..., 5]))
