@@ -333,3 +333,27 @@ def test_phase_two_trains_on_upstream_predictions(dummy_dataset, tmp_path):
                         "--upstream", f"blobs_finder={tmp_path / 'blobs_finder'}", "--set", f"model={TINY_YAML['resnet_flux']}"],
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 2 and "needs deep_gru" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_merges_params_sections_and_copies_the_report(tmp_path):
+    """Phase 2's `--section train.X --section train.finetune`: later keys win, model keys merge."""
+    params = tmp_path / "params.yaml"
+    params.write_text(textwrap.dedent("""\
+        train:
+          deep_gru: {batch_size: 16, max_epochs: 3, model: {spectrum_length: 16, hidden_features: 4}}
+          finetune: {max_epochs: 1, peak_lr: 5.0e-5}
+        """))
+    report = tmp_path / "report"
+    metrics = train.main(["deep_gru", "--workdir", str(tmp_path / "run"), "--synthetic", "--no-progress",
+                          "--config", str(params), "--section", "train.deep_gru", "--section", "train.finetune",
+                          "--report-dir", str(report)])  # fmt: skip
+    assert metrics["epochs"] == 1 and metrics["steps"] == 4  # finetune's max_epochs, deep_gru's batch size
+    saved = checkpoint.read_model_config(tmp_path / "run" / checkpoint.CHECKPOINT_SUBDIR)
+    assert saved["overrides"] == {"spectrum_length": 16, "hidden_features": 4}
+    assert saved["train"]["peak_lr"] == 5e-5
+    assert json.loads((report / "metrics.json").read_text()) == metrics
+    assert (report / "train_log.tsv").read_text().startswith("epoch\t")
+    r = subprocess.run([sys.executable, "-m", "dfjax.train", "deep_gru", "--workdir", str(tmp_path / "x"),
+                        "--synthetic", "--config", str(params), "--section", "train.resnet"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 2 and "no `train.resnet` section" in r.stderr and not (tmp_path / "x").exists()
