@@ -147,3 +147,17 @@ def test_models_load_and_check_name_incompatible_models(tmp_path):
     finder = model_defs.BlobsFinderTiny(rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="detect.crop_size"):
         Models(finder, gru, *[_constant(1.0)] * 4).check(config=PipelineConfig())
+
+
+def test_peak_centre_ignores_how_far_the_box_is_off():
+    from dfjax.pipeline.characterise import peak_centre, pixel_weighted_centre
+
+    yy, xx = np.mgrid[0:64, 0:64]
+    image = np.exp(-0.5 * ((xx - 30.3) ** 2 + (yy - 25.6) ** 2) / 1.5**2)
+    image[40:44, 40:44] = 0.2  # another, fainter blob inside the box
+    offset = (100, 200)  # field (x, y) of image pixel (0, 0)
+    box = (100 + 26, 200 + 21, 100 + 46, 200 + 46)  # off-centre box that takes in the faint blob
+    x, y = peak_centre(image, offset, box, window_px=4)
+    assert abs(x - 130.3) < 0.05 and abs(y - 225.6) < 0.05
+    bx, by = pixel_weighted_centre(image, offset, box)
+    assert bx - 130.3 > 0.5  # the whole-box barycentre is pulled towards the faint blob

@@ -5,7 +5,8 @@ ResNets were trained on (:class:`~dfjax.input_pipeline.loaders.ResNetData`,
 see :func:`morphology_input`) — and fed to three ResNets: FWHM_x and FWHM_y in
 pixels, the position angle pa in degrees. The position (x, y) is the
 pixel-weighted centre (photometric barycentre) of the focused image inside
-the source's box, in field pixels.
+the source's box, in field pixels — or, with ``characterise.centre_window_px`` > 0, inside a
+small window around the box's brightest pixel, which does not inherit the box's offset.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from dfjax.pipeline._apply import Model, apply_batched
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection
 
-__all__ = ["Morphology", "estimate_morphology", "model_box", "morphology_input", "pixel_weighted_centre",
-           "predict_scalar"]  # fmt: skip
+__all__ = ["Morphology", "estimate_morphology", "model_box", "morphology_input", "peak_centre",
+           "pixel_weighted_centre", "predict_scalar"]  # fmt: skip
 
 _DEFAULTS = PipelineConfig()
 
@@ -70,6 +71,22 @@ def pixel_weighted_centre(image: np.ndarray, offset: Sequence[int], box: Sequenc
     return float((w * xx).sum() / total + offset[0]), float((w * yy).sum() / total + offset[1])
 
 
+def peak_centre(image: np.ndarray, offset: Sequence[int], box: Sequence[int], *, window_px: int
+                ) -> tuple[float, float]:  # fmt: skip
+    """Barycentre of ``image`` in the (2·window_px + 1)² pixels around its brightest pixel inside
+    field ``box`` → field (x, y): the source's position from the data, however far the box is off."""
+    image = np.nan_to_num(np.asarray(image, np.float64), nan=0.0)
+    ny, nx = image.shape
+    x0, x1 = max(int(box[0] - offset[0]), 0), min(int(box[2] - offset[0]), nx)
+    y0, y1 = max(int(box[1] - offset[1]), 0), min(int(box[3] - offset[1]), ny)
+    if x1 <= x0 or y1 <= y0:
+        return pixel_weighted_centre(image, offset, box)
+    py, px = np.unravel_index(np.argmax(image[y0:y1, x0:x1]), (y1 - y0, x1 - x0))
+    px, py = px + x0 + offset[0], py + y0 + offset[1]
+    return pixel_weighted_centre(image, offset, (px - window_px, py - window_px, px + window_px + 1,
+                                                 py + window_px + 1))  # fmt: skip
+
+
 def predict_scalar(model: Model, images: np.ndarray, *, batch_size: int) -> np.ndarray:
     """A ResNet over images (N, size, size) → (N,) float64 (jitted, batched)."""
     images = np.asarray(images, np.float32)
@@ -99,7 +116,9 @@ def estimate_morphology(
     fx, fy, pa = (predict_scalar(m, images, batch_size=b) for m in (resnet_fwhm_x, resnet_fwhm_y, resnet_pa))
     out = []
     for d, a, c, angle in zip(detections, fx, fy, pa):
-        x, y = pixel_weighted_centre(d.image, d.offset, d.box)
+        w = config.characterise.centre_window_px
+        x, y = (peak_centre(d.image, d.offset, d.box, window_px=w) if w > 0
+                else pixel_weighted_centre(d.image, d.offset, d.box))  # fmt: skip
         out.append(Morphology(x=x, y=y, fwhm_x=float(a), fwhm_y=float(c), pa=float(angle)))
     return out
 

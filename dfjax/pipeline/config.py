@@ -80,6 +80,7 @@ class CharacteriseConfig:
     """Step (iv), morphological parameters (Sec. 4.4 iv, Fig. 9 steps 10–11)."""
 
     batch_size: int = 32  # focused images per ResNet forward (the last batch is zero padded)
+    centre_window_px: int = 0  # > 0: x, y = barycentre within ± this of the box's brightest pixel (0: whole box)
     box: str = "model"  # one of BOX_SOURCES: the catalogue's 2-D box (see BOX_SOURCES)
     box_level: float = 0.15  # "model" boxes: extent of the fitted 2-D Gaussian above this fraction of its peak
 
@@ -178,6 +179,8 @@ def _validate(c: PipelineConfig) -> None:
             raise ConfigError(f"pipeline.{path}: must be at least 1, got {value}")
     if not 0.0 <= d.box_level < 1.0:
         raise ConfigError(f"pipeline.detect.box_level: must lie in [0, 1), got {d.box_level}")
+    if c.characterise.centre_window_px < 0:
+        raise ConfigError(f"pipeline.characterise.centre_window_px: must be >= 0, got {c.characterise.centre_window_px}")
     if c.characterise.box not in BOX_SOURCES:
         raise ConfigError(f"pipeline.characterise.box: {c.characterise.box!r} is not one of {', '.join(BOX_SOURCES)}")
     if not 0.0 < c.characterise.box_level < 1.0:
