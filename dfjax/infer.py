@@ -30,8 +30,8 @@ from dfjax.catalogue_io import FORMATS, catalogue_table, plot_catalogue, write_a
 from dfjax.cube_io import Cube, CubeError, read_cube
 from dfjax.tiling import OVERLAP, min_channels, run_tiled
 
-__all__ = ["DEFAULT_MODEL_DIR", "InferError", "catalogue_path", "format_for", "infer_cube", "infer_files", "main",
-           "model_sizes"]
+__all__ = ["DEFAULT_MODEL_DIR", "PIPELINE_CONFIG", "InferError", "catalogue_path", "format_for", "infer_cube",
+           "infer_files", "main", "model_sizes", "tuned_config"]
 
 DEFAULT_MODEL_DIR = Path("models")
 """Where ``dvc repro`` puts the six trained models (``models/<name>/``), relative to the working directory."""
@@ -76,11 +76,15 @@ def _default_config() -> Any:
     return PipelineConfig()
 
 
-def _tuned_config(path: Path) -> Any:
+def tuned_config(model_dir: str | Path) -> Any:
+    """``model_dir/pipeline.yaml`` as a PipelineConfig, or None without one; InferError if unreadable."""
     import yaml
 
     from dfjax.pipeline import ConfigError, PipelineConfig
 
+    path = Path(model_dir) / PIPELINE_CONFIG
+    if not path.is_file():
+        return None
     try:
         content = yaml.safe_load(path.read_text()) or {}
         return PipelineConfig.from_dict(content.get("pipeline") or {})
@@ -166,8 +170,8 @@ def infer_files(
         raise InferError(f"model directory {model_dir}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
     for path, shape in shapes:
         _check_channels(shape, models, path)
-    if config is None and loader is None and (model_dir / PIPELINE_CONFIG).is_file():
-        config = _tuned_config(model_dir / PIPELINE_CONFIG)
+    if config is None and loader is None:
+        config = tuned_config(model_dir)
     if out is not None and batch:
         out.mkdir(parents=True, exist_ok=True)
     bar = _progress(len(paths), enabled=progress and batch)

@@ -159,3 +159,14 @@ def test_missing_dataset_is_one_line_and_exit_2(tmp_path, module):
     assert r.returncode == 2
     assert r.stderr.startswith(f"python -m {module}: error:") and len(r.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_tuned_config_next_to_the_models(tmp_path):
+    from dfjax.infer import InferError, tuned_config
+
+    assert tuned_config(tmp_path) is None
+    (tmp_path / "pipeline.yaml").write_text("pipeline:\n  focus: {min_snr: 3.0}\n")
+    assert tuned_config(tmp_path).focus.min_snr == 3.0
+    (tmp_path / "pipeline.yaml").write_text("pipeline:\n  focus: {min_snr_: 3.0}\n")
+    with pytest.raises(InferError, match="pipeline.yaml.*focus.min_snr_"):
+        tuned_config(tmp_path)

@@ -50,6 +50,7 @@ from astropy.stats import mad_std
 from scipy import ndimage
 from scipy.optimize import curve_fit
 
+from dfjax.catalogue_io import write_atomic
 from dfjax.eval.data import iter_split, split_size, truth_boxes, truth_columns
 from dfjax.eval.matching import MatchCriteria, Matching, match
 from dfjax.eval.metrics import detection_metrics
@@ -495,17 +496,9 @@ def load_params(path: str | os.PathLike) -> tuple[tuple[str, ...], dict[str, dic
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Write atomically: a temporary file beside ``path`` (umask permissions), then renamed over it."""
+    """Write atomically: a temporary file beside ``path``, then renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

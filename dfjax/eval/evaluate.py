@@ -27,15 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from tqdm.auto import tqdm
 
+from dfjax.catalogue_io import write_atomic
 from dfjax.eval import data as eval_data
 from dfjax.eval import metrics as M
 from dfjax.eval.matching import MatchCriteria, Matching, match
 
-__all__ = ["CubeResult", "EvalError", "evaluate", "load_pipeline_config", "predict_split", "summarise",
-           "write_json"]  # fmt: skip
+__all__ = ["CubeResult", "EvalError", "evaluate", "predict_split", "summarise", "write_json"]  # fmt: skip
 
 PREDICTED_COLUMNS: tuple[str, ...] = ("x", "y", "z", "fwhm_x", "fwhm_y", "pa", "fwhm_z", "line_flux", "snr",
                                       "x0", "y0", "x1", "y1", "z0", "z1")  # fmt: skip
@@ -63,16 +62,6 @@ def _predicted_columns(table: Any) -> dict[str, np.ndarray]:
 
 def _boxes(columns: dict[str, np.ndarray]) -> np.ndarray:
     return np.stack([columns[k] for k in eval_data.BOX_COLUMNS], axis=1) if len(columns["x0"]) else np.zeros((0, 6))
-
-
-def load_pipeline_config(path: str | os.PathLike | None) -> Any:
-    """The ``pipeline:`` section of a YAML file as a PipelineConfig (defaults without a file)."""
-    from dfjax.pipeline import PipelineConfig
-
-    if path is None:
-        return PipelineConfig()
-    content = yaml.safe_load(Path(path).read_text()) or {}
-    return PipelineConfig.from_dict(content.get("pipeline") or {})
 
 
 def predict_split(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: str, split: str, models: Any,
@@ -129,9 +118,7 @@ def write_json(path: str | os.PathLike, content: Any) -> None:
     """JSON to ``path`` through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(content, indent=2) + "\n").encode())
 
 
 def evaluate(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: str, model_dir: str | os.PathLike, *,
@@ -142,8 +129,15 @@ def evaluate(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: s
     from dfjax.eval import plots
     from dfjax.pipeline.run import Models
 
+    from dfjax.infer import InferError, tuned_config
+    from dfjax.pipeline import PipelineConfig
+
     models = Models.load(model_dir)
-    config = load_pipeline_config(_tuned_config(model_dir)).replace(
+    try:
+        config = tuned_config(model_dir) or PipelineConfig()
+    except InferError as exc:
+        raise EvalError(str(exc)) from None
+    config = config.replace(
         **{"detect.crop_size": models.blobs_finder.image_size})
     results = predict_split(sim_dir, data_dir, dataset, split, models, config, progress=progress)
     detection, characterisation = summarise(results)
@@ -157,13 +151,6 @@ def evaluate(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: s
 
         write_report(report, detection, characterisation, figures, baselines=table)
     return {"detection": detection, "characterisation": characterisation}
-
-
-def _tuned_config(model_dir: str | os.PathLike) -> Path | None:
-    from dfjax.infer import PIPELINE_CONFIG
-
-    path = Path(model_dir) / PIPELINE_CONFIG
-    return path if path.is_file() else None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

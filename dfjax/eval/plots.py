@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dfjax.catalogue_io import write_atomic  # noqa: E402
 from dfjax.eval.metrics import PARAMETERS, angle_residual  # noqa: E402
 
 __all__ = ["FIGURES", "write_all"]
@@ -34,25 +35,19 @@ _LABELS = {"x": "x [px]", "y": "y [px]", "z": "z [channel]", "fwhm_x": "FWHM$_x$
            "fwhm_z": "FWHM$_z$ [channel]", "pa": "pa [deg]", "flux": "line flux [Jy km/s]"}  # fmt: skip
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    _write(path, buffer.getvalue().encode())
+    write_atomic(path, buffer.getvalue().encode())
 
 
 def _png(path: Path, fig: Any) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    _write(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())
 
 
 def characterisation_figure(values: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Any:

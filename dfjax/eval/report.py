@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dfjax.catalogue_io import write_atomic
+
 __all__ = ["write_report"]
 
 
@@ -59,6 +61,4 @@ def write_report(path: str | os.PathLike, detection: Mapping[str, Any], characte
     for figure in figures:
         lines.append(f"![{figure.stem}]({os.path.relpath(figure, path.parent)})")
         lines.append("")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    write_atomic(path, "\n".join(lines).encode())

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from dfjax.catalogue_io import write_atomic
 from dfjax.eval.evaluate import EvalError, predict_split, summarise, write_json
 
 __all__ = ["grid_points", "tune"]
@@ -47,14 +48,14 @@ def tune(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: str, 
     from dfjax.pipeline.run import Models
 
     models = Models.load(model_dir)
+    points = grid_points(grid) or [{}]
     try:  # Blobs Finder's input side is the trained model's, whatever the base says
         base_config = PipelineConfig.from_dict(dict(base)).replace(
             **{"detect.crop_size": models.blobs_finder.image_size})
-        configs = [base_config.replace(**point) for point in grid_points(grid)] or [base_config]
+        configs = [base_config.replace(**point) for point in points]
     except ConfigError as exc:
         raise EvalError(str(exc)) from None
     trials, best = [], None
-    points = grid_points(grid) or [{}]
     for i, (point, config) in enumerate(zip(points, configs)):
         results = predict_split(sim_dir, data_dir, dataset, split, models, config, progress=progress,
                                 desc=f"tune {i + 1}/{len(configs)}")  # fmt: skip
@@ -98,9 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "# dfjax.infer uses them with the models in this directory.\n"
             + yaml.safe_dump({"pipeline": result["config"]}, sort_keys=False))  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.out)
+    write_atomic(args.out, text.encode())
     write_json(args.metrics, {"best": result["best"], "split": result["split"], "trials": result["trials"]})
     b = result["best"]
     print(f"best on {result['split']}: {b['params']} precision {b['precision']:.3f} recall {b['recall']:.3f} "
