@@ -161,3 +161,21 @@ def test_peak_centre_ignores_how_far_the_box_is_off():
     assert abs(x - 130.3) < 0.05 and abs(y - 225.6) < 0.05
     bx, by = pixel_weighted_centre(image, offset, box)
     assert bx - 130.3 > 0.5  # the whole-box barycentre is pulled towards the faint blob
+
+
+def test_fwhm_shrinkage_pulls_the_resnet_sizes_to_the_prior_mean():
+    from dfjax.pipeline import estimate_morphology
+    from dfjax.pipeline.config import ConfigError
+    from dfjax.pipeline.focus import Detection
+
+    image = np.zeros((64, 64), np.float32)
+    image[30:33, 30:33] = 1.0
+    d = Detection(box=(30, 30, 33, 33), z0=0, z1=4, z=2, fwhm_z=2, image=image, offset=np.zeros(2, np.int64), snr=9)
+    for w, expected in ((0.0, (8.0, 2.0)), (0.5, (6.5, 3.5)), (1.0, (5.0, 5.0))):
+        config = PipelineConfig().replace(**{"characterise.fwhm_shrinkage": w})
+        (m,) = estimate_morphology(_constant(8.0), _constant(2.0), _constant(30.0), [d], config)
+        assert (m.fwhm_x, m.fwhm_y, m.pa) == pytest.approx((*expected, 30.0))
+    with pytest.raises(ConfigError, match="fwhm_shrinkage"):
+        PipelineConfig().replace(**{"characterise.fwhm_shrinkage": 1.5})
+    with pytest.raises(ConfigError, match="fwhm_prior_px"):
+        PipelineConfig().replace(**{"characterise.fwhm_prior_px": 0.0})

@@ -1,5 +1,6 @@
 """Pipeline step (iii) on hand-made cubes: SNR conditions (Fig. 14 condition 1 and the final cut),
-deblending two sources blended in one box, condition 2 and the merging of a split line."""
+deblending two sources blended in one box, condition 2 and the merging of a split line; the
+``lines`` mode (one source per line, duplicates dropped, lines refitted on their own spectra)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from dfjax.pipeline import (
     Line,
     PipelineConfig,
     boxes_from_map,
+    drop_duplicates,
     focus_candidate,
     focus_candidates,
     grow_region,
     pixel_snr,
     pixel_weighted_centre,
+    refit_line,
 )
+from dfjax.pipeline.config import ConfigError
 
 FWHM_PER_SIGMA = 2.3548200450309493
 NZ, NY, NX = 80, 48, 56  # not square: a swapped x/y would move sources off their boxes
@@ -134,3 +138,75 @@ def test_a_split_line_at_the_same_pixel_is_merged_when_that_raises_the_snr():
     far = candidate((26, 16, 35, 25), line(40, 6, 1.0), line(70, 3, 0.9))  # a noise "line": not merged
     (d,) = focus_candidate(cube, far)
     assert (d.z0, d.z1) == (34, 46) and d.flags == frozenset()
+
+
+LINES = PipelineConfig().replace(**{"focus.mode": "lines"})
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lines_mode_keeps_two_sources_at_one_place_and_different_frequencies(seed):
+    sources = [(30, 24, 5, 20, 6, 1.0), (31, 24, 5, 60, 6, 0.8)]  # one pixel apart, lines far apart
+    box = blob_box(sources)
+    cube = blob_cube(sources, seed=seed)
+    cand = candidate(box, line(20, 6, 1.0), line(60, 6, 0.8))
+    assert len(focus_candidate(cube, cand)) == 1  # Fig. 14: the same place, so one source with both lines
+    dets = focus_candidates(cube, [cand], LINES)
+    assert [(d.z0, d.z1) for d in dets] == [(14, 26), (54, 66)]
+    assert all(d.flags == {"deblended"} for d in dets)
+    for d, x in zip(dets, (30, 31)):
+        np.testing.assert_allclose(centre(d), (x, 24), atol=1.0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lines_mode_places_each_line_at_its_own_source(seed):
+    sources = [(20, 24, 6, 20, 6, 1.0), (30, 24, 6, 60, 6, 0.8)]
+    box = blob_box(sources)  # one blob around both
+    dets = focus_candidates(blob_cube(sources, seed=seed), [candidate(box, line(20, 6, 1.0), line(60, 6, 0.8))],
+                            LINES)  # fmt: skip
+    assert len(dets) == 2
+    for d, x in zip(dets, (20, 30)):
+        np.testing.assert_allclose(centre(d), (x, 24), atol=1.0)
+        assert d.box[0] <= x < d.box[2] and d.box[2] - d.box[0] < 16
+
+
+def test_lines_mode_drops_noise_lines_under_min_snr():
+    cube = blob_cube([(30, 20, 4, 40, 6, 1.0)], seed=2)
+    cand = candidate((26, 16, 35, 25), line(40, 6, 1.0), line(70, 3, 0.3))  # the second: noise only
+    dets = focus_candidates(cube, [cand], LINES.replace(**{"focus.min_snr": 3.0}))
+    assert [(d.z0, d.z1) for d in dets] == [(34, 46)]
+
+
+def test_drop_duplicates_keeps_the_higher_snr_of_one_place_and_range():
+    def det(box, z0, z1, snr):
+        return Detection(box=box, z0=z0, z1=z1, z=(z0 + z1) / 2, fwhm_z=(z1 - z0) / 2, image=np.zeros((4, 4)),
+                         offset=np.zeros(2, np.int64), snr=snr)  # fmt: skip
+
+    a = det((10, 10, 18, 18), 20, 30, 5.0)
+    again = det((11, 10, 19, 18), 25, 35, 7.0)  # same place, overlapping channels: a repeat of `a`
+    other_z = det((10, 10, 18, 18), 40, 50, 3.0)  # same place, other channels: another source
+    other_xy = det((30, 10, 38, 18), 20, 30, 2.0)  # same channels, elsewhere: another source
+    wide = det((2, 2, 26, 26), 22, 28, 1.0)  # centres 1 px apart, boxes not alike: still the same place
+    shifted = det((14, 10, 22, 18), 20, 30, 9.0)  # centre 4 px off, but IoU 0.5 with `again`: the same place
+    assert drop_duplicates([a, again, other_z, other_xy, wide]) == [again, other_z, other_xy]
+    assert drop_duplicates([again, shifted]) == [shifted]
+    assert drop_duplicates([a, other_xy]) == [a, other_xy]  # order kept
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_refit_line_corrects_a_guess_on_the_sources_own_spectrum(seed):
+    z = np.arange(NZ, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    spectrum = 2.0 + 0.01 * z + 5.0 * np.exp(-0.5 * ((z - 40.0) / (8.0 / FWHM_PER_SIGMA)) ** 2)
+    spectrum += rng.normal(0.0, 0.3, NZ)
+    fitted = refit_line(spectrum, line(42.5, 5.0))  # off by 2.5 channels, too narrow
+    assert fitted.z == pytest.approx(40.0, abs=0.5) and fitted.fwhm_z == pytest.approx(8.0, rel=0.15)
+    assert (fitted.z0, fitted.z1) == pytest.approx((fitted.z - fitted.fwhm_z, fitted.z + fitted.fwhm_z))
+    guess = line(10.0, 3.0)  # on noise alone: whatever the fit does, the line stays near its guess
+    for _ in range(5):
+        out = refit_line(rng.normal(0.0, 0.3, NZ), guess)
+        assert abs(out.z - 10.0) <= 3.0 and 3.0 / 2.5 <= out.fwhm_z <= 3.0 * 2.5
+
+
+def test_unknown_focus_mode_is_a_config_error():
+    with pytest.raises(ConfigError, match="focus.mode"):
+        PipelineConfig().replace(**{"focus.mode": "fig14"})

@@ -48,10 +48,13 @@ from dfjax.pipeline.flux import (
 )
 from dfjax.pipeline.focus import (
     Detection,
+    drop_duplicates,
     focus_candidate,
     focus_candidates,
+    focus_lines,
     grow_region,
     pixel_snr,
+    refit_line,
 )
 from dfjax.pipeline.model3d import segmentation_mask, source_model
 from dfjax.pipeline.run import MODEL_NAMES, Models, Source, catalogue_rows, run_pipeline
@@ -69,8 +72,8 @@ __all__ = [
     "FluxConfig", "FluxMeasurement", "FocusConfig", "Line", "Model3DConfig", "Models", "Morphology",
     "PipelineConfig", "Source", "SpectraConfig",
     "boxes_from_map", "catalogue_rows", "characterise_spectra", "continuum_model", "crop_offset",
-    "denoise_spectra", "detect", "detection_map", "estimate_line_flux", "estimate_morphology",
-    "find_lines", "fit_continuum", "flux_input", "focus_candidate", "focus_candidates", "grow_region",
-    "integrated_image", "measure_flux", "morphology_input", "pixel_snr", "pixel_weighted_centre",
-    "run_pipeline", "segmentation_mask", "source_model",
+    "denoise_spectra", "detect", "detection_map", "drop_duplicates", "estimate_line_flux",
+    "estimate_morphology", "find_lines", "fit_continuum", "flux_input", "focus_candidate", "focus_candidates",
+    "focus_lines", "grow_region", "integrated_image", "measure_flux", "morphology_input", "pixel_snr",
+    "pixel_weighted_centre", "refit_line", "run_pipeline", "segmentation_mask", "source_model",
 ]  # fmt: skip

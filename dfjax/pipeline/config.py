@@ -25,6 +25,11 @@ above ``box_level`` of its peak — the truth catalogue's definition (sim.sky.bo
 ``detection``, the Blobs Finder blob after focusing (step iii)."""
 
 
+FOCUS_MODES: tuple[str, ...] = ("paper", "lines")
+"""Step (iii): ``paper``, Fig. 14's logic (lines at one place merge into one source); ``lines``, each
+line is its own source, placed at its own focused image's peak (one line per source, as Table 1 draws
+them), with duplicates — same place, overlapping channels — dropped."""
+
 SNR_SPREADS: tuple[str, ...] = ("std", "var")
 """Denominator of eqs. 17–18: ``std`` (scale free, the default) or ``var`` (as printed)."""
 
@@ -66,6 +71,8 @@ class FocusConfig:
     """Step (iii), spectral focusing, false positives and deblending (Sec. 4.4 iii, Fig. 14)."""
 
     size: int = 64  # focused image side in pixels (the ResNets' input)
+    mode: str = "paper"  # one of FOCUS_MODES
+    refit_lines: bool = False  # "lines": refit each line on its own source's dirty spectrum (see focus.refit_line)
     snr_spread: str = "std"  # one of SNR_SPREADS, for both eq. 17 and eq. 18
     bright_snr: float = 6.0  # global SNR on the integrated dirty cube above which a source is bright
     min_snr: float = 1.0  # final cut: focused sources under this global SNR are removed
@@ -83,6 +90,8 @@ class CharacteriseConfig:
     centre_window_px: int = 0  # > 0: x, y = barycentre within ± this of the box's brightest pixel (0: whole box)
     box: str = "model"  # one of BOX_SOURCES: the catalogue's 2-D box (see BOX_SOURCES)
     box_level: float = 0.15  # "model" boxes: extent of the fitted 2-D Gaussian above this fraction of its peak
+    fwhm_shrinkage: float = 0.0  # FWHMs = (1 − this)·ResNet + this·fwhm_prior_px: 0 the ResNets as they are
+    fwhm_prior_px: float = 5.0  # the prior's mean FWHM in pixels (Table 1's 2–8 px range: 5)
 
 
 @dataclass(frozen=True)
@@ -183,10 +192,16 @@ def _validate(c: PipelineConfig) -> None:
         raise ConfigError(f"pipeline.characterise.centre_window_px: must be >= 0, got {c.characterise.centre_window_px}")
     if c.characterise.box not in BOX_SOURCES:
         raise ConfigError(f"pipeline.characterise.box: {c.characterise.box!r} is not one of {', '.join(BOX_SOURCES)}")
+    if not 0.0 <= c.characterise.fwhm_shrinkage <= 1.0:
+        raise ConfigError(f"pipeline.characterise.fwhm_shrinkage: must lie in [0, 1], got {c.characterise.fwhm_shrinkage}")
+    if c.characterise.fwhm_prior_px <= 0:
+        raise ConfigError(f"pipeline.characterise.fwhm_prior_px: must be positive, got {c.characterise.fwhm_prior_px}")
     if not 0.0 < c.characterise.box_level < 1.0:
         raise ConfigError(f"pipeline.characterise.box_level: must lie in (0, 1), got {c.characterise.box_level}")
     if f.snr_spread not in SNR_SPREADS:
         raise ConfigError(f"pipeline.focus.snr_spread: {f.snr_spread!r} is not one of {', '.join(SNR_SPREADS)}")
+    if f.mode not in FOCUS_MODES:
+        raise ConfigError(f"pipeline.focus.mode: {f.mode!r} is not one of {', '.join(FOCUS_MODES)}")
     for path, value in (("focus.deblend_distance_px", f.deblend_distance_px), ("focus.fof_plateau", f.fof_plateau),
                         ("flux.continuum_trend_sigma", fl.continuum_trend_sigma)):  # fmt: skip
         if value < 0:
