@@ -54,7 +54,6 @@ from dfjax.pipeline.focus import (
     focus_lines,
     grow_region,
     pixel_snr,
-    refit_line,
 )
 from dfjax.pipeline.model3d import segmentation_mask, source_model
 from dfjax.pipeline.run import MODEL_NAMES, Models, Source, catalogue_rows, run_pipeline
@@ -65,6 +64,7 @@ from dfjax.pipeline.spectra import (
     denoise_spectra,
     find_lines,
     fit_continuum,
+    refit_line,
 )
 
 __all__ = [

@@ -35,9 +35,14 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from dfjax.input_pipeline.transforms import box_spectra, channel_range, global_snr, spectral_focus
+from dfjax.input_pipeline.transforms import (
+    box_spectra,
+    channel_range,
+    global_snr,
+    spectral_focus,
+)
 from dfjax.pipeline.config import PipelineConfig
-from dfjax.pipeline.spectra import Candidate, Line, _fit_gaussian
+from dfjax.pipeline.spectra import Candidate, Line, refit_line
 
 __all__ = ["Detection", "drop_duplicates", "focus_candidate", "focus_candidates", "focus_lines", "grow_region",
            "pixel_snr"]
@@ -240,31 +245,6 @@ def focus_lines(cube: np.ndarray, candidate: Candidate, config: PipelineConfig =
         if detection.snr >= f.min_snr:
             detections.append(detection)
     return detections
-
-
-def refit_line(spectrum: np.ndarray, line: Line, config: PipelineConfig = _DEFAULTS) -> Line:
-    """``line`` refitted on a dirty spectrum (L,) of its own source: a straight continuum from the
-    channels beyond ± 3 FWHM, then a Gaussian over ± max(2.5 FWHM, 5) channels started from the
-    line. A fit that moves the centre by more than one FWHM, or changes the width by more than
-    ×/÷ 2.5, is not trusted: the line comes back unchanged."""
-    y = np.asarray(spectrum, np.float64)
-    z = np.arange(len(y), dtype=np.float64)
-    far = np.abs(z - line.z) > 3 * line.fwhm_z
-    if far.sum() >= config.spectra.min_continuum_channels:
-        y = y - np.polyval(np.polyfit(z[far], y[far], 1), z)
-    half = max(2.5 * line.fwhm_z, 5.0)
-    window = np.abs(z - line.z) <= half
-    if window.sum() < 4:
-        return line
-    guess = (float(max(y[int(np.clip(np.rint(line.z), 0, len(y) - 1))], 1e-12)), line.z, line.fwhm_z)
-    fit = _fit_gaussian(z[window], y[window], guess, config.spectra.fitter)
-    if fit is None:
-        return line
-    _, centre, fwhm = fit
-    if abs(centre - line.z) > line.fwhm_z or not line.fwhm_z / 2.5 <= fwhm <= 2.5 * line.fwhm_z:
-        return line
-    k = config.spectra.emission_half_width_fwhm
-    return dataclasses.replace(line, z=centre, fwhm_z=fwhm, z0=centre - k * fwhm, z1=centre + k * fwhm)
 
 
 def _box_centre(box: Sequence[int]) -> np.ndarray:
