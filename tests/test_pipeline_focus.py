@@ -186,9 +186,12 @@ def test_drop_duplicates_keeps_the_higher_snr_of_one_place_and_range():
     other_z = det((10, 10, 18, 18), 40, 50, 3.0)  # same place, other channels: another source
     other_xy = det((30, 10, 38, 18), 20, 30, 2.0)  # same channels, elsewhere: another source
     wide = det((2, 2, 26, 26), 22, 28, 1.0)  # centres 1 px apart, boxes not alike: still the same place
-    shifted = det((14, 10, 22, 18), 20, 30, 9.0)  # centre 4 px off, but IoU 0.5 with `again`: the same place
     assert drop_duplicates([a, again, other_z, other_xy, wide]) == [again, other_z, other_xy]
-    assert drop_duplicates([again, shifted]) == [shifted]
+    big = det((10, 10, 30, 30), 20, 30, 4.0)
+    shifted = det((14, 10, 34, 30), 20, 30, 9.0)  # centres 4 px apart (> 3) but IoU 0.67: the same place
+    apart = det((17, 10, 37, 30), 20, 30, 9.0)  # centres 7 px apart, IoU 0.48: another source
+    assert drop_duplicates([big, shifted]) == [shifted]
+    assert drop_duplicates([big, apart]) == [big, apart]
     assert drop_duplicates([a, other_xy]) == [a, other_xy]  # order kept
 
 

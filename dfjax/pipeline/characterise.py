@@ -114,8 +114,8 @@ def estimate_morphology(
     images = np.stack([minmax_normalise(d.image) for d in detections])  # = morphology_input(...)
     b = config.characterise.batch_size
     fx, fy, pa = (predict_scalar(m, images, batch_size=b) for m in (resnet_fwhm_x, resnet_fwhm_y, resnet_pa))
-    w, prior = config.characterise.fwhm_shrinkage, config.characterise.fwhm_prior_px
-    fx, fy = (1 - w) * fx + w * prior, (1 - w) * fy + w * prior  # noisy sizes pulled to the prior mean
+    shrink, prior = config.characterise.fwhm_shrinkage, config.characterise.fwhm_prior_px
+    fx, fy = (1 - shrink) * fx + shrink * prior, (1 - shrink) * fy + shrink * prior  # noisy sizes to the prior
     out = []
     for d, a, c, angle in zip(detections, fx, fy, pa):
         w = config.characterise.centre_window_px

@@ -39,6 +39,7 @@ from dfjax.input_pipeline.transforms import (
     box_spectra,
     channel_range,
     global_snr,
+    pairwise_iou_2d,
     spectral_focus,
 )
 from dfjax.pipeline.config import PipelineConfig
@@ -253,12 +254,8 @@ def _box_centre(box: Sequence[int]) -> np.ndarray:
 
 def _same_place(a: Sequence[int], b: Sequence[int], distance: float) -> bool:
     """Whether two boxes mark one place: centres within ``distance`` or 2-D IoU ≥ 0.5."""
-    if np.hypot(*(_box_centre(a) - _box_centre(b))) <= distance:
-        return True
-    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
-    return union > 0 and iw * ih / union >= 0.5
+    close = np.hypot(*(_box_centre(a) - _box_centre(b))) <= distance
+    return bool(close or pairwise_iou_2d(np.asarray([a]), np.asarray([b]))[0, 0] >= 0.5)
 
 
 def drop_duplicates(detections: Sequence[Detection], config: PipelineConfig = _DEFAULTS) -> list[Detection]:
