@@ -28,7 +28,9 @@ class SkyConfig:
 
     n_serendipitous: tuple[int, int] = (2, 5)
     amplitude: Range = (1.0, 5.0)  # continuum amplitude of the 2-D Gaussian, arbitrary units
-    fwhm_px: Range = (2.0, 8.0)
+    # Table 1's "FWHM 2-8 px" is the width w of eq. 3, exp(-((x - x_c)/w)^2 / 2), which is a
+    # sigma: the paper's sources (and its generator) have true FWHMs of 2.35482 w = 4.71-18.84 px
+    fwhm_px: Range = (4.71, 18.84)
     spectral_index: Range = (-2.0, 2.0)
     position_frac: Range = (100 / 360, 250 / 360)  # fraction of the field, both axes
     pa_deg: Range = (0.0, 90.0)

@@ -6,7 +6,7 @@ from sim.config import ConfigError, SimConfig, from_dict
 def test_defaults_are_the_papers_tables():
     c = SimConfig()
     assert c.cube.size == 360 and c.cube.channels == 128
-    assert c.sky.fwhm_px == (2.0, 8.0) and c.sky.line_fwhm_chan == (3.0, 10.0)
+    assert c.sky.fwhm_px == (4.71, 18.84) and c.sky.line_fwhm_chan == (3.0, 10.0)
     assert c.sky.position_frac[0] * 360 == pytest.approx(100) and c.sky.position_frac[1] * 360 == pytest.approx(250)
     assert c.sky.line_centre_frac[0] * 128 == pytest.approx(10) and c.sky.line_centre_frac[1] * 128 == pytest.approx(110)
     o = c.observation

@@ -69,7 +69,7 @@ def test_draws_follow_table_1_and_the_central_source_is_brightest():
         for s in sources[1:]:
             assert 100 <= s.x <= 250 and 100 <= s.y <= 250
         for s in sources:
-            assert 2 <= s.fwhm_x <= 8 and 0 <= s.pa <= 90 and 3 <= s.fwhm_z <= 10 and 10 <= s.z <= 110
+            assert 4.71 <= s.fwhm_x <= 18.84 and 4.71 <= s.fwhm_y <= 18.84 and 0 <= s.pa <= 90 and 3 <= s.fwhm_z <= 10 and 10 <= s.z <= 110
 
 
 def test_rescaling_sets_the_brightest_pixel_to_inbright():
