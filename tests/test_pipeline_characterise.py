@@ -172,7 +172,7 @@ def test_fwhm_shrinkage_pulls_the_resnet_sizes_to_the_prior_mean():
     image[30:33, 30:33] = 1.0
     d = Detection(box=(30, 30, 33, 33), z0=0, z1=4, z=2, fwhm_z=2, image=image, offset=np.zeros(2, np.int64), snr=9)
     for w, expected in ((0.0, (8.0, 2.0)), (0.5, (6.5, 3.5)), (1.0, (5.0, 5.0))):
-        config = PipelineConfig().replace(**{"characterise.fwhm_shrinkage": w})
+        config = PipelineConfig().replace(**{"characterise.fwhm_shrinkage": w, "characterise.fwhm_prior_px": 5.0})
         (m,) = estimate_morphology(_constant(8.0), _constant(2.0), _constant(30.0), [d], config)
         assert (m.fwhm_x, m.fwhm_y, m.pa) == pytest.approx((*expected, 30.0))
     with pytest.raises(ConfigError, match="fwhm_shrinkage"):

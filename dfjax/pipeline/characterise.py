@@ -7,6 +7,10 @@ pixels, the position angle pa in degrees. The position (x, y) is the
 pixel-weighted centre (photometric barycentre) of the focused image inside
 the source's box, in field pixels — or, with ``characterise.centre_window_px`` > 0, inside a
 small window around the box's brightest pixel, which does not inherit the box's offset.
+
+With ``characterise.method: fit`` (not in the paper) position, FWHMs and pa come instead from a
+2-D Gaussian, convolved with the cube's own dirty beam, fitted to the source's continuum-subtracted
+line image (:mod:`dfjax.pipeline.gaussfit`); the ResNets' values remain where a fit fails.
 """
 
 from __future__ import annotations
@@ -16,12 +20,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dfjax.input_pipeline.transforms import minmax_normalise, spectral_focus
+from dfjax.input_pipeline.transforms import (
+    line_emission_image,
+    minmax_normalise,
+    spectral_focus,
+)
 from dfjax.pipeline._apply import Model, apply_batched
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection
+from dfjax.pipeline.gaussfit import fit_source, noise_psf
 
-__all__ = ["Morphology", "estimate_morphology", "model_box", "morphology_input", "peak_centre",
+__all__ = ["Morphology", "estimate_morphology", "fit_morphology", "model_box", "morphology_input", "peak_centre",
            "pixel_weighted_centre", "predict_scalar"]  # fmt: skip
 
 _DEFAULTS = PipelineConfig()
@@ -107,10 +116,22 @@ def estimate_morphology(
     resnet_pa: Model,
     detections: Sequence[Detection],
     config: PipelineConfig = _DEFAULTS,
+    *,
+    cube: np.ndarray | None = None,
 ) -> list[Morphology]:
-    """Step (iv) end to end: detections → one :class:`Morphology` each, in order (eq.-free: ResNets + barycentre)."""
+    """Step (iv) end to end: detections → one :class:`Morphology` each, in order.
+
+    ``characterise.method``: ``resnet`` (ResNets + barycentre), or ``fit``, which needs the
+    ``cube`` the detections came from (:func:`fit_morphology`).
+    """
     if not detections:
         return []
+    if config.characterise.method == "fit":
+        if cube is None:
+            raise ValueError("characterise.method 'fit' needs the cube")
+        first = estimate_morphology(resnet_fwhm_x, resnet_fwhm_y, resnet_pa, detections,
+                                    config.replace(**{"characterise.method": "resnet"}))  # fmt: skip
+        return fit_morphology(cube, detections, first, config)
     images = np.stack([minmax_normalise(d.image) for d in detections])  # = morphology_input(...)
     b = config.characterise.batch_size
     fx, fy, pa = (predict_scalar(m, images, batch_size=b) for m in (resnet_fwhm_x, resnet_fwhm_y, resnet_pa))
@@ -122,6 +143,30 @@ def estimate_morphology(
         x, y = (peak_centre(d.image, d.offset, d.box, window_px=w) if w > 0
                 else pixel_weighted_centre(d.image, d.offset, d.box))  # fmt: skip
         out.append(Morphology(x=x, y=y, fwhm_x=float(a), fwhm_y=float(c), pa=float(angle)))
+    return out
+
+
+def fit_morphology(cube: np.ndarray, detections: Sequence[Detection], start: Sequence[Morphology],
+                   config: PipelineConfig = _DEFAULTS) -> list[Morphology]:  # fmt: skip
+    """``characterise.method: fit``: each detection's line image (continuum subtracted, its own
+    channels) fitted with a Gaussian seen through the cube's dirty beam (:mod:`~dfjax.pipeline.gaussfit`),
+    starting at ``start``'s position; where a fit fails — or the cube has no noise to measure the
+    beam from — ``start`` is kept."""
+    c = config.characterise
+    try:
+        psf = noise_psf(cube, half=min(c.fit_half_px, (min(cube.shape[1:]) - 1) // 2))
+    except ValueError:
+        return list(start)
+    out = []
+    for d, m in zip(detections, start):
+        image, offset = line_emission_image(cube, d.box, (d.z0, d.z1), size=config.focus.size)
+        fit = fit_source(image, psf, m.x - offset[0], m.y - offset[1], half=c.fit_half_px,
+                         max_shift_px=c.fit_max_shift_px)  # fmt: skip
+        if fit is None:
+            out.append(m)
+            continue
+        out.append(Morphology(x=fit.x + float(offset[0]), y=fit.y + float(offset[1]), fwhm_x=fit.fwhm_x,
+                              fwhm_y=fit.fwhm_y, pa=fit.pa))  # fmt: skip
     return out
 
 

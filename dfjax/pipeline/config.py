@@ -30,6 +30,11 @@ FOCUS_MODES: tuple[str, ...] = ("paper", "lines")
 line is its own source, placed at its own focused image's peak (one line per source, as Table 1 draws
 them), with duplicates — same place, overlapping channels — dropped."""
 
+MORPHOLOGY_METHODS: tuple[str, ...] = ("resnet", "fit")
+"""Step (iv): ``resnet``, the paper's three ResNets on the focused image; ``fit``, a 2-D Gaussian
+convolved with the cube's own dirty beam, fitted to the continuum-subtracted line image
+(:mod:`dfjax.pipeline.gaussfit`), the ResNets' values kept where the fit fails."""
+
 SNR_SPREADS: tuple[str, ...] = ("std", "var")
 """Denominator of eqs. 17–18: ``std`` (scale free, the default) or ``var`` (as printed)."""
 
@@ -87,11 +92,14 @@ class CharacteriseConfig:
     """Step (iv), morphological parameters (Sec. 4.4 iv, Fig. 9 steps 10–11)."""
 
     batch_size: int = 32  # focused images per ResNet forward (the last batch is zero padded)
+    method: str = "resnet"  # one of MORPHOLOGY_METHODS: x, y, FWHMs and pa from the ResNets or a beam-aware fit
+    fit_half_px: int = 16  # "fit": the fitted window is ± this around the source
+    fit_max_shift_px: float = 4.0  # "fit": the centre may move this far from the focused image's
     centre_window_px: int = 0  # > 0: x, y = barycentre within ± this of the box's brightest pixel (0: whole box)
     box: str = "model"  # one of BOX_SOURCES: the catalogue's 2-D box (see BOX_SOURCES)
     box_level: float = 0.15  # "model" boxes: extent of the fitted 2-D Gaussian above this fraction of its peak
     fwhm_shrinkage: float = 0.0  # FWHMs = (1 − this)·ResNet + this·fwhm_prior_px: 0 the ResNets as they are
-    fwhm_prior_px: float = 5.0  # the prior's mean FWHM in pixels (Table 1's 2–8 px range: 5)
+    fwhm_prior_px: float = 11.8  # the prior's mean FWHM in pixels (sim.sky.fwhm_px, 4.71–18.84 px: 11.8)
 
 
 @dataclass(frozen=True)
@@ -202,6 +210,14 @@ def _validate(c: PipelineConfig) -> None:
         raise ConfigError(f"pipeline.focus.snr_spread: {f.snr_spread!r} is not one of {', '.join(SNR_SPREADS)}")
     if f.mode not in FOCUS_MODES:
         raise ConfigError(f"pipeline.focus.mode: {f.mode!r} is not one of {', '.join(FOCUS_MODES)}")
+    if c.characterise.method not in MORPHOLOGY_METHODS:
+        raise ConfigError(f"pipeline.characterise.method: {c.characterise.method!r} is not one of "
+                          f"{', '.join(MORPHOLOGY_METHODS)}")  # fmt: skip
+    if c.characterise.fit_half_px < 4:
+        raise ConfigError(f"pipeline.characterise.fit_half_px: must be at least 4, got {c.characterise.fit_half_px}")
+    if c.characterise.fit_max_shift_px <= 0:
+        raise ConfigError(f"pipeline.characterise.fit_max_shift_px: must be positive, got "
+                          f"{c.characterise.fit_max_shift_px}")  # fmt: skip
     for path, value in (("focus.deblend_distance_px", f.deblend_distance_px), ("focus.fof_plateau", f.fof_plateau),
                         ("flux.continuum_trend_sigma", fl.continuum_trend_sigma)):  # fmt: skip
         if value < 0:

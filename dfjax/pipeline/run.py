@@ -135,7 +135,7 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
     candidates = characterise_spectra(models.deep_gru, clean, boxes, config)  # (ii)
     detections = focus_candidates(clean, candidates, config)  # (iii)
     shapes = estimate_morphology(models.resnet_fwhm_x, models.resnet_fwhm_y, models.resnet_pa, detections,
-                                 config)  # (iv)  # fmt: skip
+                                 config, cube=clean)  # (iv)  # fmt: skip
     line_fluxes = estimate_line_flux(models.resnet_flux, clean, detections, config)  # (vi), ResNet
     sources = []
     for d, m, line_flux in zip(detections, shapes, line_fluxes):
