@@ -18,10 +18,11 @@ Every detection is then measured the same way (:func:`measure`): the footprint's
 line-window image (channels z ∓ FWHM_z) above 60% of its peak inside the footprint, deconvolved
 by the beam (variances floored at 1 px²), at 15% of its peak — ``sim.sky.box_2d``'s definition.
 The beam's shape comes from the noise autocorrelation, its size from ``beam_area_px`` (the
-header's beam) when given; each finder estimates its own noise. Validation F1 at the tuned
-points (photutils, astrodendro): 0.48, 0.57 with this box; 0.04, 0.04 with the footprint's
-bounding box (the dirty beam, 9 × 7.6 px, outgrows the 2–8 px sources); 0.36, 0.43 fitting above
-40% and 0.44, 0.52 above 85% of the peak (the dirty beam is not Gaussian below its core).
+header's beam) when given; each finder estimates its own noise. Chosen on sources smaller than
+the beam (FWHM 2–8 px, before sim.sky.fwhm_px became Table 1's widths read as sigmas): validation
+F1 at the tuned points (photutils, astrodendro) 0.48, 0.57 with this box; 0.04, 0.04 with the
+footprint's bounding box (the 9 × 7.6 px dirty beam outgrew those sources); 0.36, 0.43 fitting
+above 40% and 0.44, 0.52 above 85% of the peak (the dirty beam is not Gaussian below its core).
 
 Run:  python -m dfjax.eval.baselines --data-dir data/tfds --dataset almasim/default
           --params params.yaml --out metrics/baselines.json
