@@ -17,9 +17,10 @@ import dataclasses
 import numpy as np
 from scipy.optimize import least_squares
 
-__all__ = ["GaussianFit", "fit_source", "noise_psf"]
+from dfjax.pipeline.spectra import FWHM_PER_SIGMA
 
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+__all__ = ["GaussianFit", "canonical", "fit_source", "noise_psf"]
+
 MIN_SIGMA_PX = 0.5  # fitted widths are bounded to [this, MAX_SIGMA_PX]
 MAX_SIGMA_PX = 20.0
 
