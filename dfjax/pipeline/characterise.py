@@ -30,7 +30,7 @@ from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection
 from dfjax.pipeline.gaussfit import fit_source, noise_psf
 
-__all__ = ["Morphology", "estimate_morphology", "fit_morphology", "model_box", "morphology_input", "peak_centre",
+__all__ = ["Morphology", "beam_psf", "estimate_morphology", "fit_morphology", "model_box", "morphology_input", "peak_centre",
            "pixel_weighted_centre", "predict_scalar"]  # fmt: skip
 
 _DEFAULTS = PipelineConfig()
@@ -130,7 +130,10 @@ def estimate_morphology(
         if cube is None:
             raise ValueError("characterise.method 'fit' needs the cube")
         first = estimate_morphology(resnet_fwhm_x, resnet_fwhm_y, resnet_pa, detections,
-                                    config.replace(**{"characterise.method": "resnet"}))  # fmt: skip
+                                    config.replace(**{"characterise.method": "resnet",
+                                                                  "characterise.refine_iterations": 0}))  # fmt: skip
+        if config.characterise.refine_iterations > 0:
+            return first  # refinement (pipeline.refine) fits the shapes, from these
         return fit_morphology(cube, detections, first, config)
     images = np.stack([minmax_normalise(d.image) for d in detections])  # = morphology_input(...)
     b = config.characterise.batch_size
@@ -146,6 +149,15 @@ def estimate_morphology(
     return out
 
 
+def beam_psf(cube: np.ndarray, config: PipelineConfig = _DEFAULTS) -> np.ndarray | None:
+    """The cube's dirty beam from its noise (:func:`~dfjax.pipeline.gaussfit.noise_psf`), ± ``fit_half_px``
+    (less on a small field); None when the cube has no noise to measure it from."""
+    try:
+        return noise_psf(cube, half=min(config.characterise.fit_half_px, (min(cube.shape[1:]) - 1) // 2))
+    except ValueError:
+        return None
+
+
 def fit_morphology(cube: np.ndarray, detections: Sequence[Detection], start: Sequence[Morphology],
                    config: PipelineConfig = _DEFAULTS) -> list[Morphology]:  # fmt: skip
     """``characterise.method: fit``: each detection's line image (continuum subtracted, its own
@@ -153,9 +165,8 @@ def fit_morphology(cube: np.ndarray, detections: Sequence[Detection], start: Seq
     starting at ``start``'s position; where a fit fails — or the cube has no noise to measure the
     beam from — ``start`` is kept."""
     c = config.characterise
-    try:
-        psf = noise_psf(cube, half=min(c.fit_half_px, (min(cube.shape[1:]) - 1) // 2))
-    except ValueError:
+    psf = beam_psf(cube, config)
+    if psf is None:
         return list(start)
     out = []
     for d, m in zip(detections, start):

@@ -54,6 +54,8 @@ class DetectConfig:
     batch_size: int = 8  # images per Blobs Finder forward (the last batch is zero padded)
     tile_overlap: float = 0.0  # 0: the paper's centre crop only; > 0: tile the whole field, this overlap
     box_level: float = 0.0  # > 0: grow each blob's box to where the map is ≥ this × the blob's peak (0: paper)
+    scan_box_px: int = 0  # > 0: also this-sized boxes across each blob's box, each its own spectrum (detect.scan_boxes)
+    scan_step_px: int = 6  # ... every this many pixels
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,10 @@ class CharacteriseConfig:
     batch_size: int = 32  # focused images per ResNet forward (the last batch is zero padded)
     method: str = "resnet"  # one of MORPHOLOGY_METHODS: x, y, FWHMs and pa from the ResNets or a beam-aware fit
     fit_half_px: int = 16  # "fit": the fitted window is ± this around the source
-    fit_max_shift_px: float = 4.0  # "fit": the centre may move this far from the focused image's
+    fit_max_shift_px: float = 4.0  # "fit": the centre may move this far from its first estimate
+    refine_iterations: int = 0  # "fit": rounds of line refit on the matched spectrum + shape refit (refine.py)
+    refine_max_fwhm_chan: float = 30.0  # refined line FWHMs lie in [1, this] channels
+    min_line_snr: float = 0.0  # refine_iterations > 0: sources whose line SNR (refine.line_snr) is under this go
     centre_window_px: int = 0  # > 0: x, y = barycentre within ± this of the box's brightest pixel (0: whole box)
     box: str = "model"  # one of BOX_SOURCES: the catalogue's 2-D box (see BOX_SOURCES)
     box_level: float = 0.15  # "model" boxes: extent of the fitted 2-D Gaussian above this fraction of its peak
@@ -194,6 +199,10 @@ def _validate(c: PipelineConfig) -> None:
                         ("characterise.batch_size", c.characterise.batch_size)):  # fmt: skip
         if value < 1:
             raise ConfigError(f"pipeline.{path}: must be at least 1, got {value}")
+    if d.scan_box_px < 0:
+        raise ConfigError(f"pipeline.detect.scan_box_px: must be >= 0, got {d.scan_box_px}")
+    if d.scan_step_px < 1:
+        raise ConfigError(f"pipeline.detect.scan_step_px: must be at least 1, got {d.scan_step_px}")
     if not 0.0 <= d.box_level < 1.0:
         raise ConfigError(f"pipeline.detect.box_level: must lie in [0, 1), got {d.box_level}")
     if c.characterise.centre_window_px < 0:
@@ -218,6 +227,17 @@ def _validate(c: PipelineConfig) -> None:
     if c.characterise.fit_max_shift_px <= 0:
         raise ConfigError(f"pipeline.characterise.fit_max_shift_px: must be positive, got "
                           f"{c.characterise.fit_max_shift_px}")  # fmt: skip
+    if c.characterise.refine_iterations < 0:
+        raise ConfigError(f"pipeline.characterise.refine_iterations: must be >= 0, got "
+                          f"{c.characterise.refine_iterations}")  # fmt: skip
+    if c.characterise.refine_iterations > 0 and c.characterise.method != "fit":
+        raise ConfigError("pipeline.characterise.refine_iterations: refinement refits the shape, so it needs "
+                          "characterise.method 'fit'")  # fmt: skip
+    if c.characterise.refine_max_fwhm_chan <= 1.0:
+        raise ConfigError(f"pipeline.characterise.refine_max_fwhm_chan: must exceed 1 channel, got "
+                          f"{c.characterise.refine_max_fwhm_chan}")  # fmt: skip
+    if c.characterise.min_line_snr < 0:
+        raise ConfigError(f"pipeline.characterise.min_line_snr: must be >= 0, got {c.characterise.min_line_snr}")
     for path, value in (("focus.deblend_distance_px", f.deblend_distance_px), ("focus.fof_plateau", f.fof_plateau),
                         ("flux.continuum_trend_sigma", fl.continuum_trend_sigma)):  # fmt: skip
         if value < 0:

@@ -23,6 +23,7 @@ __all__ = ["GaussianFit", "canonical", "fit_source", "noise_psf"]
 
 MIN_SIGMA_PX = 0.5  # fitted widths are bounded to [this, MAX_SIGMA_PX]
 MAX_SIGMA_PX = 20.0
+BOUND_MARGIN = 0.01  # log-width this close to a bound counts as on it
 
 
 def noise_psf(cube: np.ndarray, *, half: int = 16, pairs: int = 64) -> np.ndarray:
@@ -128,6 +129,8 @@ def fit_source(image: np.ndarray, psf: np.ndarray, x: float, y: float, *, half: 
     amp, cx, cy, lsx, lsy, pa, _ = result.x
     if not result.success or amp <= 0 or not np.all(np.isfinite(result.x)):
         return None
+    if not all(np.log(MIN_SIGMA_PX) + BOUND_MARGIN < v < np.log(MAX_SIGMA_PX) - BOUND_MARGIN for v in (lsx, lsy)):
+        return None  # a width on its bound: the fit found no source of a measurable size
     sx, sy, pa_deg = canonical(float(np.exp(lsx)), float(np.exp(lsy)), float(np.rad2deg(pa)))
     return GaussianFit(x=float(cx), y=float(cy), fwhm_x=FWHM_PER_SIGMA * sx, fwhm_y=FWHM_PER_SIGMA * sy,
                        pa=pa_deg, amplitude=float(amp))  # fmt: skip

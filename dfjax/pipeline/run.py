@@ -19,15 +19,21 @@ import numpy as np
 
 from dfjax import checkpoint
 from dfjax.pipeline._apply import Model
-from dfjax.pipeline.characterise import estimate_morphology, model_box
+from dfjax.pipeline.characterise import (
+    Morphology,
+    beam_psf,
+    estimate_morphology,
+    model_box,
+)
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.detect import detect
 from dfjax.pipeline.flux import estimate_line_flux, measure_flux
-from dfjax.pipeline.focus import focus_candidates
+from dfjax.pipeline.focus import Detection, focus_candidates
 from dfjax.pipeline.model3d import segmentation_mask
-from dfjax.pipeline.spectra import characterise_spectra
+from dfjax.pipeline.refine import refine
+from dfjax.pipeline.spectra import FWHM_PER_SIGMA, characterise_spectra
 
-__all__ = ["MODEL_NAMES", "Models", "Source", "catalogue_rows", "run_pipeline"]
+__all__ = ["MODEL_NAMES", "Models", "Source", "catalogue_rows", "refine_detections", "run_pipeline"]
 
 _DEFAULTS = PipelineConfig()
 MODEL_NAMES: tuple[str, ...] = ("blobs_finder", "deep_gru", "resnet_fwhm_x", "resnet_fwhm_y", "resnet_pa",
@@ -136,6 +142,8 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
     detections = focus_candidates(clean, candidates, config)  # (iii)
     shapes = estimate_morphology(models.resnet_fwhm_x, models.resnet_fwhm_y, models.resnet_pa, detections,
                                  config, cube=clean)  # (iv)  # fmt: skip
+    if config.characterise.refine_iterations > 0:
+        detections, shapes = refine_detections(clean, detections, shapes, config)
     line_fluxes = estimate_line_flux(models.resnet_flux, clean, detections, config)  # (vi), ResNet
     sources = []
     for d, m, line_flux in zip(detections, shapes, line_fluxes):
@@ -152,6 +160,46 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
             continuum=measured.continuum, snr=d.snr, x0=x0, y0=y0, x1=x1, y1=y1, z0=d.z0, z1=d.z1,
             flags=tuple(sorted(d.flags))))  # fmt: skip
     return sources
+
+
+def _same_source(a: Morphology, b: Morphology, config: PipelineConfig) -> bool:
+    """Whether ``b``'s centre lies within ``focus.deblend_distance_px`` of ``a``'s or inside ``a``'s
+    Gaussian down to ``characterise.box_level`` of its peak (``a``'s catalogue box ellipse)."""
+    dx, dy = b.x - a.x, b.y - a.y
+    if np.hypot(dx, dy) <= config.focus.deblend_distance_px:
+        return True
+    c, s = np.cos(np.deg2rad(a.pa)), np.sin(np.deg2rad(a.pa))
+    sx, sy = (max(v, 1e-3) / FWHM_PER_SIGMA for v in (a.fwhm_x, a.fwhm_y))
+    r2 = ((dx * c - dy * s) / sx) ** 2 + ((dx * s + dy * c) / sy) ** 2
+    return bool(np.exp(-0.5 * r2) >= config.characterise.box_level)
+
+
+def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes: Sequence[Morphology],
+                      config: PipelineConfig = _DEFAULTS) -> tuple[list[Detection], list[Morphology]]:  # fmt: skip
+    """Each detection's line and shape refined on the data (:mod:`dfjax.pipeline.refine`); those whose
+    line SNR is under ``characterise.min_line_snr`` dropped, and of two that now share a place
+    (centres within ``focus.deblend_distance_px``) and channels, the one with the weaker line.
+    Without noise to measure the beam from, the input comes back unchanged."""
+    psf = beam_psf(cube, config)
+    if psf is None:
+        return list(detections), list(shapes)
+    k = config.spectra.emission_half_width_fwhm
+    kept = []
+    for d, m in zip(detections, shapes):
+        r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
+                   config=config)  # fmt: skip
+        if r.line_snr < config.characterise.min_line_snr:
+            continue
+        d = dataclasses.replace(d, z=r.z, fwhm_z=r.fwhm_z, z0=r.z - k * r.fwhm_z, z1=r.z + k * r.fwhm_z)
+        kept.append((r.line_snr, d, Morphology(x=r.x, y=r.y, fwhm_x=r.fwhm_x, fwhm_y=r.fwhm_y, pa=r.pa)))
+    out: list[tuple[float, Detection, Morphology]] = []
+    for item in sorted(kept, key=lambda t: -t[0]):
+        _, d, m = item
+        if not any(d.z0 <= e.z1 and e.z0 <= d.z1 and _same_source(o, m, config) for _, e, o in out):
+            out.append(item)
+    order = {id(d): i for i, (_, d, _) in enumerate(kept)}
+    out.sort(key=lambda t: order[id(t[1])])
+    return [d for _, d, _ in out], [m for _, _, m in out]
 
 
 _FLAG_WIDTH = 32

@@ -1,0 +1,135 @@
+"""Refinement (characterise.refine_iterations): the line on the matched spectrum, the shape on the new
+line image, the line-SNR cut and the merging of one source's pieces; and detect.scan_boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.signal import fftconvolve
+
+from dfjax.pipeline import PipelineConfig
+from dfjax.pipeline.characterise import Morphology
+from dfjax.pipeline.config import ConfigError
+from dfjax.pipeline.detect import scan_boxes
+from dfjax.pipeline.focus import Detection
+from dfjax.pipeline.refine import fit_line, line_snr, matched_spectrum, refine
+from dfjax.pipeline.run import refine_detections
+
+FWHM_PER_SIGMA = 2.3548200450309493
+NZ, SIDE = 64, 72
+CONFIG = PipelineConfig().replace(**{"characterise.method": "fit", "characterise.refine_iterations": 2})
+
+
+def _gaussian(shape, x, y, sx, sy, pa_deg):
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    c, s = np.cos(np.deg2rad(pa_deg)), np.sin(np.deg2rad(pa_deg))
+    dx, dy = xx - x, yy - y
+    return np.exp(-0.5 * (((dx * c - dy * s) / sx) ** 2 + ((dx * s + dy * c) / sy) ** 2))
+
+
+def _beam(half=16):
+    g = np.arange(-half, half + 1)
+    yy, xx = np.meshgrid(g, g, indexing="ij")
+    return np.exp(-0.5 * ((xx / 3.6) ** 2 + (yy / 3.0) ** 2)) - 0.1 * np.exp(-0.5 * ((xx / 9.0) ** 2 + (yy / 9.0) ** 2))
+
+
+def _cube(sources, *, noise=0.03, seed=0):
+    """Dirty cube: each (x, y, sx, sy, pa, continuum, line_peak, z, fwhm_z) seen through _beam, plus
+    noise seen through it too (so its autocorrelation is the beam, as in a natural-weighted image)."""
+    beam = _beam()
+    beam /= beam.max()  # unit peak: a point source of 1 is 1 on the dirty image
+    rng = np.random.default_rng(seed)
+    zz = np.arange(NZ, dtype=np.float64)
+    sky = np.zeros((NZ, SIDE, SIDE))
+    for x, y, sx, sy, pa, cont, peak, z, fwhm_z in sources:
+        spectrum = cont * (1 + 0.004 * (zz - NZ / 2)) + peak * np.exp(-0.5 * ((zz - z) * FWHM_PER_SIGMA / fwhm_z) ** 2)
+        sky += spectrum[:, None, None] * _gaussian((SIDE, SIDE), x, y, sx, sy, pa)[None]
+    white = rng.normal(size=sky.shape)
+    dirty = np.stack([fftconvolve(sky[k] + white[k] * noise * 3.0, beam, mode="same") for k in range(NZ)])
+    return dirty.astype(np.float32), beam
+
+
+SOURCE = (35.3, 34.6, 3.0, 4.5, 30.0, 0.5, 1.0, 30.0, 6.0)
+
+
+def test_matched_spectrum_is_the_profiles_amplitude_per_channel():
+    cube, beam = _cube([SOURCE], noise=0.0)
+    spectrum = matched_spectrum(cube, beam, x=35.3, y=34.6, fwhm_x=3.0 * FWHM_PER_SIGMA, fwhm_y=4.5 * FWHM_PER_SIGMA,
+                                pa=30.0, half=16)
+    # the sky's spectrum at the centre: continuum (with its slope) plus the line
+    assert spectrum[30] == pytest.approx(0.5 * (1 - 0.008) + 1.0, rel=0.02)
+    assert spectrum[5] == pytest.approx(0.5 * (1 - 0.108), rel=0.02)
+
+
+def test_fit_line_recovers_a_line_outside_the_old_refit_limits_and_measures_its_snr():
+    rng = np.random.default_rng(3)
+    z = np.arange(128.0)
+    spectrum = 2.0 + 0.01 * z + 1.0 * np.exp(-0.5 * ((z - 60.3) * FWHM_PER_SIGMA / 8.0) ** 2)
+    spectrum += rng.normal(scale=0.1, size=z.size)
+    line = fit_line(spectrum, 58.5, 2.5, max_fwhm_chan=30.0)  # the width started 3.2x too narrow
+    assert line is not None
+    assert line.z == pytest.approx(60.3, abs=0.5) and line.fwhm_z == pytest.approx(8.0, rel=0.15)
+    # Σ of the line over z ∓ FWHM (17 channels, ~0.77 mean) over 0.1·√17: about 32
+    assert 20 < line.snr < 45
+    noise_only = rng.normal(scale=0.1, size=z.size)
+    assert abs(line_snr(noise_only, 60.0, 8.0)) < 4.0
+
+
+def test_refine_finds_the_line_and_the_shape_from_poor_starts():
+    cube, beam = _cube([SOURCE])
+    r = refine(cube, beam, x=34.0, y=36.0, fwhm_x=15.0, fwhm_y=15.0, pa=0.0, z=28.5, fwhm_z=2.0, config=CONFIG)
+    assert (r.x, r.y) == pytest.approx((35.3, 34.6), abs=0.3)
+    assert r.z == pytest.approx(30.0, abs=0.3) and r.fwhm_z == pytest.approx(6.0, rel=0.15)
+    assert sorted((r.fwhm_x, r.fwhm_y)) == pytest.approx(sorted((3.0 * FWHM_PER_SIGMA, 4.5 * FWHM_PER_SIGMA)),
+                                                         rel=0.1)
+    assert r.line_snr > 20
+
+
+def _detection(x, y, z, fwhm_z):
+    box = (round(x) - 4, round(y) - 4, round(x) + 5, round(y) + 5)
+    return Detection(box=box, z0=z - fwhm_z, z1=z + fwhm_z, z=z, fwhm_z=fwhm_z, image=np.zeros((64, 64), np.float32),
+                     offset=np.zeros(2, np.int64), snr=5.0)
+
+
+def test_refine_detections_drops_lines_that_are_continuum_and_merges_one_sources_pieces():
+    continuum_only = (20.0, 52.0, 3.0, 3.0, 0.0, 1.5, 0.0, 0.0, 5.0)  # bright, and no line at all
+    cube, _ = _cube([SOURCE, continuum_only])
+    config = CONFIG.replace(**{"characterise.min_line_snr": 6.0})
+    guess = Morphology(x=0.0, y=0.0, fwhm_x=9.0, fwhm_y=9.0, pa=0.0)
+    detections = [_detection(35.0, 35.0, 30.0, 5.0), _detection(40.0, 38.0, 31.0, 5.0),  # the source, twice
+                  _detection(20.0, 52.0, 45.0, 5.0)]  # its "line": continuum
+    shapes = [Morphology(**{**guess.__dict__, "x": d.box[0] + 4.0, "y": d.box[1] + 4.0}) for d in detections]
+    kept, morphology = refine_detections(cube, detections, shapes, config)
+    assert len(kept) == 1
+    assert (morphology[0].x, morphology[0].y) == pytest.approx((35.3, 34.6), abs=0.3)
+    assert kept[0].z == pytest.approx(30.0, abs=0.3)
+    assert (kept[0].z0, kept[0].z1) == pytest.approx((kept[0].z - kept[0].fwhm_z, kept[0].z + kept[0].fwhm_z))
+    # without the cut the continuum "line" stays (the source is still one)
+    kept, _ = refine_detections(cube, detections, shapes, CONFIG)
+    assert len(kept) == 2
+    # no noise, no beam to measure: nothing is refined or dropped
+    flat = np.ones((8, 40, 40), np.float32)
+    assert refine_detections(flat, detections, shapes, config) == (detections, shapes)
+
+
+def test_scan_boxes_tile_large_boxes_only_and_reach_their_far_edges():
+    boxes = scan_boxes(np.array([[10, 20, 40, 35], [0, 0, 12, 12]]), size=12, step=6)
+    assert (boxes[:, 2] - boxes[:, 0] == 12).all() and (boxes[:, 3] - boxes[:, 1] == 12).all()
+    assert set(boxes[:, 0]) == {10, 16, 22, 28} and set(boxes[:, 1]) == {20, 23}
+    assert len(boxes) == len(np.unique(boxes, axis=0)) == 8
+    assert scan_boxes(np.zeros((0, 4)), size=12, step=6).shape == (0, 4)
+
+
+def test_refinement_config_is_validated():
+    with pytest.raises(ConfigError, match="needs characterise.method 'fit'"):
+        PipelineConfig().replace(**{"characterise.refine_iterations": 1})
+    with pytest.raises(ConfigError, match="refine_iterations: must be >= 0"):
+        PipelineConfig().replace(**{"characterise.refine_iterations": -1})
+    with pytest.raises(ConfigError, match="refine_max_fwhm_chan"):
+        CONFIG.replace(**{"characterise.refine_max_fwhm_chan": 1.0})
+    with pytest.raises(ConfigError, match="min_line_snr"):
+        CONFIG.replace(**{"characterise.min_line_snr": -1.0})
+    with pytest.raises(ConfigError, match="scan_box_px"):
+        PipelineConfig().replace(**{"detect.scan_box_px": -2})
+    with pytest.raises(ConfigError, match="scan_step_px"):
+        PipelineConfig().replace(**{"detect.scan_step_px": 0})
