@@ -7,6 +7,7 @@ step                                module                                      
 (ii) denoising, lines               :mod:`dfjax.pipeline.spectra`                        5–7
 (iii) focusing, deblending          :mod:`dfjax.pipeline.focus`                          8–9, Fig. 14
 (iv) morphological parameters       :mod:`dfjax.pipeline.characterise`                   10–11
+(iv′) refinement, line-SNR cut      :mod:`dfjax.pipeline.refine` (not in the paper)      —
 (v) 3-D model, segmentation mask    :mod:`dfjax.pipeline.model3d`                        12
 (vi) flux estimation                :mod:`dfjax.pipeline.flux`                           13
 all six in order                    :mod:`dfjax.pipeline.run`                            1–13

@@ -2,7 +2,8 @@
 
 :class:`Models` holds the six trained models (``Models.load(model_dir)`` reads
 ``model_dir/<name>`` for each of ``MODEL_NAMES``); :func:`run_pipeline` runs
-detect → spectra → focus → characterise → model3d → flux and returns
+detect → spectra → focus → characterise (→ refine, when
+``characterise.refine_iterations`` > 0) → model3d → flux and returns
 :class:`Source` rows in pixel units; :func:`catalogue_rows` turns them into a
 numpy structured array. Unit conversion (pixels → sky, channels → frequency,
 cube units → Jy) is the caller's (``dfjax.infer``).
