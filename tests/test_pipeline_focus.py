@@ -169,6 +169,17 @@ def test_lines_mode_places_each_line_at_its_own_source(seed):
         assert d.box[0] <= x < d.box[2] and d.box[2] - d.box[0] < 16
 
 
+def test_seed_on_line_places_a_line_by_its_emission_not_a_neighbours_continuum():
+    sources = [(20, 24, 6, 40, 1e4, 1.0), (30, 24, 6, 60, 6, 0.5)]  # continuum only; a fainter line source
+    box = (14, 18, 37, 31)  # one Blobs Finder box around both
+    cube = blob_cube(sources, seed=4)
+    cand = candidate(box, line(60, 6, 1.0))
+    (d,) = focus_candidates(cube, [cand], LINES)
+    np.testing.assert_allclose(centre(d)[0], 20, atol=2.0)  # the focused image's peak: the continuum
+    (d,) = focus_candidates(cube, [cand], LINES.replace(**{"focus.seed_on_line": True}))
+    np.testing.assert_allclose(centre(d), (30, 24), atol=1.0)
+
+
 def test_lines_mode_drops_noise_lines_under_min_snr():
     cube = blob_cube([(30, 20, 4, 40, 6, 1.0)], seed=2)
     cand = candidate((26, 16, 35, 25), line(40, 6, 1.0), line(70, 3, 0.3))  # the second: noise only

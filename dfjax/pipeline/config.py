@@ -79,6 +79,7 @@ class FocusConfig:
 
     size: int = 64  # focused image side in pixels (the ResNets' input)
     mode: str = "paper"  # one of FOCUS_MODES
+    seed_on_line: bool = False  # "lines": seed each source on its continuum-subtracted line image (not in the paper)
     refit_lines: bool = False  # "lines": refit each line on its own source's dirty spectrum (see focus.refit_line)
     snr_spread: str = "std"  # one of SNR_SPREADS, for both eq. 17 and eq. 18
     bright_snr: float = 6.0  # global SNR on the integrated dirty cube above which a source is bright

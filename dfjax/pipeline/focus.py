@@ -39,6 +39,7 @@ from dfjax.input_pipeline.transforms import (
     box_spectra,
     channel_range,
     global_snr,
+    line_emission_image,
     pairwise_iou_2d,
     spectral_focus,
 )
@@ -229,7 +230,10 @@ def focus_lines(cube: np.ndarray, candidate: Candidate, config: PipelineConfig =
     """``focus.mode = "lines"`` for one candidate: one detection per line, brightest line first.
 
     Each line's focused image places its source: the region grown (friends of
-    friends) from the highest pixel SNR inside the candidate's box. Lines whose
+    friends) from the highest pixel SNR inside the candidate's box — with
+    ``focus.seed_on_line``, the highest of the continuum-subtracted line image
+    (``line_emission_image``), so that another source's continuum in the box
+    cannot take the seed. Lines whose
     focused global SNR is under ``focus.min_snr`` are noise. Unlike Fig. 14,
     lines at the same place but apart in frequency stay separate sources.
     """
@@ -237,7 +241,10 @@ def focus_lines(cube: np.ndarray, candidate: Candidate, config: PipelineConfig =
     detections = []
     for line in candidate.lines:
         image, offset, _ = _focus(cube, candidate.box, (line.z0, line.z1), config)
-        seed = _brightest_pixel(pixel_snr(image, spread=f.snr_spread), _window_box(candidate.box, offset, f.size))
+        seed_image = line_emission_image(cube, candidate.box, (line.z0, line.z1), size=f.size)[0] \
+            if f.seed_on_line else image  # fmt: skip
+        seed = _brightest_pixel(pixel_snr(seed_image, spread=f.snr_spread),
+                                _window_box(candidate.box, offset, f.size))  # fmt: skip
         box = _grown_box(image, seed, offset, config)
         if f.refit_lines:
             line = refit_line(box_spectra(cube, np.asarray([box]))[0], line, config)
