@@ -12,19 +12,13 @@ from dfjax.pipeline.characterise import Morphology
 from dfjax.pipeline.config import ConfigError
 from dfjax.pipeline.detect import scan_boxes
 from dfjax.pipeline.focus import Detection
+from dfjax.pipeline.model3d import gaussian_2d
 from dfjax.pipeline.refine import fit_line, line_snr, matched_spectrum, refine
 from dfjax.pipeline.run import refine_detections
 
 FWHM_PER_SIGMA = 2.3548200450309493
 NZ, SIDE = 64, 72
 CONFIG = PipelineConfig().replace(**{"characterise.method": "fit", "characterise.refine_iterations": 2})
-
-
-def _gaussian(shape, x, y, sx, sy, pa_deg):
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
-    c, s = np.cos(np.deg2rad(pa_deg)), np.sin(np.deg2rad(pa_deg))
-    dx, dy = xx - x, yy - y
-    return np.exp(-0.5 * (((dx * c - dy * s) / sx) ** 2 + ((dx * s + dy * c) / sy) ** 2))
 
 
 def _beam(half=16):
@@ -43,7 +37,7 @@ def _cube(sources, *, noise=0.03, seed=0):
     sky = np.zeros((NZ, SIDE, SIDE))
     for x, y, sx, sy, pa, cont, peak, z, fwhm_z in sources:
         spectrum = cont * (1 + 0.004 * (zz - NZ / 2)) + peak * np.exp(-0.5 * ((zz - z) * FWHM_PER_SIGMA / fwhm_z) ** 2)
-        sky += spectrum[:, None, None] * _gaussian((SIDE, SIDE), x, y, sx, sy, pa)[None]
+        sky += spectrum[:, None, None] * gaussian_2d((SIDE, SIDE), x, y, sx * FWHM_PER_SIGMA, sy * FWHM_PER_SIGMA, pa)
     white = rng.normal(size=sky.shape)
     dirty = np.stack([fftconvolve(sky[k] + white[k] * noise * 3.0, beam, mode="same") for k in range(NZ)])
     return dirty.astype(np.float32), beam
