@@ -34,7 +34,7 @@ from dfjax.pipeline.gaussfit import fit_source
 from dfjax.pipeline.model3d import gaussian_2d
 from dfjax.pipeline.spectra import FWHM_PER_SIGMA
 
-__all__ = ["RefinedLine", "fit_line", "line_snr", "matched_spectrum", "refine"]
+__all__ = ["Refined", "RefinedLine", "fit_line", "line_snr", "matched_spectrum", "refine"]
 
 _DEFAULTS = PipelineConfig()
 MAD_TO_STD = 1.4826
@@ -162,10 +162,11 @@ def refine(cube: np.ndarray, psf: np.ndarray, *, x: float, y: float, fwhm_x: flo
         spectrum = matched_spectrum(cube, psf, **shape, half=half)
         line = fit_line(spectrum, state["z"], state["fwhm_z"], max_fwhm_chan=c.refine_max_fwhm_chan,
                         min_channels=config.spectra.min_continuum_channels)  # fmt: skip
+        snr = 0.0 if line is None else line.snr
         if line is not None:
             state.update(z=line.z, fwhm_z=line.fwhm_z)
-        if (line.snr if line is not None else 0.0) < PRECUT * c.min_line_snr:  # hopeless: spare the fits
-            return Refined(**state, line_snr=line.snr if line is not None else 0.0)
+        if snr < PRECUT * c.min_line_snr:  # hopeless: spare the shape fits
+            return Refined(**state, line_snr=snr)
         z0, z1 = state["z"] - k * state["fwhm_z"], state["z"] + k * state["fwhm_z"]
         box = (round(state["x"]), round(state["y"]), round(state["x"]) + 1, round(state["y"]) + 1)
         image, offset = line_emission_image(cube, box, (z0, z1), size=config.focus.size)

@@ -178,9 +178,9 @@ def _same_source(a: Morphology, b: Morphology, config: PipelineConfig) -> bool:
 def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes: Sequence[Morphology],
                       config: PipelineConfig = _DEFAULTS) -> tuple[list[Detection], list[Morphology]]:  # fmt: skip
     """Each detection's line and shape refined on the data (:mod:`dfjax.pipeline.refine`); those whose
-    line SNR is under ``characterise.min_line_snr`` dropped, and of two that now share a place
-    (centres within ``focus.deblend_distance_px``) and channels, the one with the weaker line.
-    Without noise to measure the beam from, the input comes back unchanged."""
+    line SNR is under ``characterise.min_line_snr`` dropped, and of two that now share channels and
+    a place (:func:`_same_source`), the one with the weaker line. Order kept. Without noise to
+    measure the beam from, the input comes back unchanged."""
     psf = beam_psf(cube, config)
     if psf is None:
         return list(detections), list(shapes)
@@ -192,15 +192,15 @@ def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes:
         if r.line_snr < config.characterise.min_line_snr:
             continue
         d = dataclasses.replace(d, z=r.z, fwhm_z=r.fwhm_z, z0=r.z - k * r.fwhm_z, z1=r.z + k * r.fwhm_z)
-        kept.append((r.line_snr, d, Morphology(x=r.x, y=r.y, fwhm_x=r.fwhm_x, fwhm_y=r.fwhm_y, pa=r.pa)))
-    out: list[tuple[float, Detection, Morphology]] = []
-    for item in sorted(kept, key=lambda t: -t[0]):
-        _, d, m = item
-        if not any(d.z0 <= e.z1 and e.z0 <= d.z1 and _same_source(o, m, config) for _, e, o in out):
+        kept.append((len(kept), r.line_snr, d, Morphology(x=r.x, y=r.y, fwhm_x=r.fwhm_x, fwhm_y=r.fwhm_y,
+                                                          pa=r.pa)))  # fmt: skip
+    out: list[tuple[int, float, Detection, Morphology]] = []
+    for item in sorted(kept, key=lambda t: -t[1]):  # strongest line first
+        _, _, d, m = item
+        if not any(d.z0 <= e.z1 and e.z0 <= d.z1 and _same_source(o, m, config) for _, _, e, o in out):
             out.append(item)
-    order = {id(d): i for i, (_, d, _) in enumerate(kept)}
-    out.sort(key=lambda t: order[id(t[1])])
-    return [d for _, d, _ in out], [m for _, _, m in out]
+    out.sort(key=lambda t: t[0])
+    return [d for _, _, d, _ in out], [m for _, _, _, m in out]
 
 
 _FLAG_WIDTH = 32
