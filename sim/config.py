@@ -84,7 +84,7 @@ class SimConfig:
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
 
-    def replace(self, **overrides: Any) -> "SimConfig":
+    def replace(self, **overrides: Any) -> SimConfig:
         """Return a copy with dotted overrides applied, e.g. replace(**{"cube.size": 64})."""
         data = self.to_dict()
         for dotted, value in overrides.items():
@@ -139,7 +139,8 @@ def _coerce(default: Any, value: Any, path: str, error: type[Exception]) -> Any:
         return parse_dataclass(type(default), value, path, error=error)
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)) or len(value) != len(default):
-            raise error(f"{path}: expected a [low, high] pair, got {value!r}")
+            expected = "a [low, high] pair" if len(default) == 2 else f"a list of {len(default)} values"
+            raise error(f"{path}: expected {expected}, got {value!r}")
         return tuple(_coerce(d, v, path, error) for d, v in zip(default, value))
     if isinstance(default, bool):
         if not isinstance(value, bool):
