@@ -1,5 +1,6 @@
 """Refinement (characterise.refine_iterations): the line on the matched spectrum, the shape on the new
-line image, the line-SNR cut and the merging of one source's pieces; and detect.scan_boxes."""
+line image, the line-SNR cut and the merging of one source's pieces; the matched-filter line search
+(pipeline/search.py); and detect.scan_boxes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from dfjax.pipeline.focus import Detection
 from dfjax.pipeline.model3d import gaussian_2d
 from dfjax.pipeline.refine import fit_line, line_snr, matched_spectrum, refine
 from dfjax.pipeline.run import refine_detections
+from dfjax.pipeline.search import (
+    SEARCHED,
+    line_search,
+    remove_continuum,
+    searched_detections,
+)
 
 FWHM_PER_SIGMA = 2.3548200450309493
 NZ, SIDE = 64, 72
@@ -29,7 +36,8 @@ def _beam(half=16):
 
 def _cube(sources, *, noise=0.03, seed=0):
     """Dirty cube: each (x, y, sx, sy, pa, continuum, line_peak, z, fwhm_z) seen through _beam, plus
-    noise seen through it too (so its autocorrelation is the beam, as in a natural-weighted image)."""
+    noise whose autocorrelation is the beam, as in a natural-weighted image (white noise filtered by
+    the square root of the beam's transform, which is what the uv sampling does)."""
     beam = _beam()
     beam /= beam.max()  # unit peak: a point source of 1 is 1 on the dirty image
     rng = np.random.default_rng(seed)
@@ -38,8 +46,13 @@ def _cube(sources, *, noise=0.03, seed=0):
     for x, y, sx, sy, pa, cont, peak, z, fwhm_z in sources:
         spectrum = cont * (1 + 0.004 * (zz - NZ / 2)) + peak * np.exp(-0.5 * ((zz - z) * FWHM_PER_SIGMA / fwhm_z) ** 2)
         sky += spectrum[:, None, None] * gaussian_2d((SIDE, SIDE), x, y, sx * FWHM_PER_SIGMA, sy * FWHM_PER_SIGMA, pa)
-    white = rng.normal(size=sky.shape)
-    dirty = np.stack([fftconvolve(sky[k] + white[k] * noise * 3.0, beam, mode="same") for k in range(NZ)])
+    h = beam.shape[0] // 2
+    centred = np.zeros((SIDE, SIDE))
+    centred[:2 * h + 1, :2 * h + 1] = beam
+    gain = np.sqrt(np.clip(np.fft.rfft2(np.roll(centred, (-h, -h), axis=(0, 1))).real, 0.0, None))
+    coloured = np.fft.irfft2(np.fft.rfft2(rng.normal(size=sky.shape)) * gain, s=(SIDE, SIDE))
+    coloured *= noise * 3.0 * np.sqrt((beam**2).sum()) / coloured.std()  # the level white noise ⊛ beam had
+    dirty = np.stack([fftconvolve(sky[k], beam, mode="same") for k in range(NZ)]) + coloured
     return dirty.astype(np.float32), beam
 
 
@@ -106,6 +119,38 @@ def test_refine_detections_drops_lines_that_are_continuum_and_merges_one_sources
     assert refine_detections(flat, detections, shapes, config) == (detections, shapes)
 
 
+def test_remove_continuum_takes_out_a_sloped_continuum_under_a_line():
+    z = np.arange(64.0)[:, None, None]
+    continuum = (2.0 + 0.01 * z) * np.ones((1, 3, 4))  # +32% across the band
+    line = 5.0 * np.exp(-0.5 * ((z - 20.0) / 2.0) ** 2) * np.ones((1, 3, 4))
+    out = remove_continuum((continuum + line).astype(np.float32))
+    assert out.dtype == np.float32 and out.shape == (64, 3, 4)
+    assert np.abs(out[40:]).max() < 0.01  # far from the line: the 2.4-2.6 of continuum gone
+    assert out[20].min() == pytest.approx(5.0, abs=0.1)
+
+
+def test_line_search_finds_a_faint_line_beside_a_bright_continuum_source_and_nothing_in_noise():
+    faint = (22.0, 50.0, 2.5, 3.5, 20.0, 0.0, 0.35, 40.0, 5.0)
+    continuum = (40.0, 30.0, 3.0, 3.0, 0.0, 3.0, 0.0, 0.0, 5.0)  # very bright, no line
+    cube, beam = _cube([faint, continuum], seed=4)
+    config = PipelineConfig().replace(**{"search.snr": 6.0})
+    peaks = line_search(cube, beam, config)
+    assert peaks, "the faint line was not found"
+    best = peaks[0]
+    assert (best.x, best.y) == pytest.approx((22, 50), abs=1.5) and best.z == pytest.approx(40, abs=1.5)
+    assert best.snr > 10 and best.fwhm_chan in config.search.fwhm_chan
+    assert all(p.snr < best.snr for p in peaks[1:])  # strongest first
+    noise, _ = _cube([continuum], seed=5)
+    assert line_search(noise, beam, config) == []
+    with pytest.raises(ValueError, match="expected a cube"):
+        line_search(cube[0], beam, config)
+    detections, shapes = searched_detections(cube, beam, config)
+    assert len(detections) == len(peaks) and detections[0].flags == frozenset({SEARCHED})
+    assert (shapes[0].x, shapes[0].y) == (best.x, best.y) and detections[0].z == best.z
+    x0, y0, x1, y1 = detections[0].box
+    assert x0 < best.x < x1 and y0 < best.y < y1
+
+
 def test_scan_boxes_tile_large_boxes_only_and_reach_their_far_edges():
     boxes = scan_boxes(np.array([[10, 20, 40, 35], [0, 0, 12, 12]]), size=12, step=6)
     assert (boxes[:, 2] - boxes[:, 0] == 12).all() and (boxes[:, 3] - boxes[:, 1] == 12).all()
@@ -127,3 +172,12 @@ def test_refinement_config_is_validated():
         PipelineConfig().replace(**{"detect.scan_box_px": -2})
     with pytest.raises(ConfigError, match="scan_step_px"):
         PipelineConfig().replace(**{"detect.scan_step_px": 0})
+    with pytest.raises(ConfigError, match="search.enabled: .* needs characterise.refine_iterations"):
+        PipelineConfig().replace(**{"search.enabled": True})
+    with pytest.raises(ConfigError, match=r"search.fwhm_px: expected a list of 3 values"):
+        PipelineConfig.from_dict({"search": {"fwhm_px": [5.0, 9.0]}})
+    with pytest.raises(ConfigError, match="search.fwhm_chan: every template FWHM must be positive"):
+        PipelineConfig().replace(**{"search.fwhm_chan": [3.0, 0.0, 12.0]})
+    for key, value in (("search.snr", 0.0), ("search.neighbourhood", 0), ("search.max_candidates", 0)):
+        with pytest.raises(ConfigError, match=key):
+            PipelineConfig().replace(**{key: value})

@@ -6,6 +6,7 @@ step                                module                                      
 (i) 2-D source detection            :mod:`dfjax.pipeline.detect`                         1–4
 (ii) denoising, lines               :mod:`dfjax.pipeline.spectra`                        5–7
 (iii) focusing, deblending          :mod:`dfjax.pipeline.focus`                          8–9, Fig. 14
+(ii′) matched-filter line search    :mod:`dfjax.pipeline.search` (not in the paper)      —
 (iv) morphological parameters       :mod:`dfjax.pipeline.characterise`                   10–11
 (iv′) refinement, line-SNR cut      :mod:`dfjax.pipeline.refine` (not in the paper)      —
 (v) 3-D model, segmentation mask    :mod:`dfjax.pipeline.model3d`                        12
@@ -31,6 +32,7 @@ from dfjax.pipeline.config import (
     FocusConfig,
     Model3DConfig,
     PipelineConfig,
+    SearchConfig,
     SpectraConfig,
 )
 from dfjax.pipeline.detect import (
@@ -58,6 +60,7 @@ from dfjax.pipeline.focus import (
 )
 from dfjax.pipeline.model3d import segmentation_mask, source_model
 from dfjax.pipeline.run import MODEL_NAMES, Models, Source, catalogue_rows, run_pipeline
+from dfjax.pipeline.search import SearchPeak, line_search, searched_detections
 from dfjax.pipeline.spectra import (
     Candidate,
     Line,
@@ -71,10 +74,10 @@ from dfjax.pipeline.spectra import (
 __all__ = [
     "MODEL_NAMES", "Candidate", "CharacteriseConfig", "ConfigError", "DetectConfig", "Detection",
     "FluxConfig", "FluxMeasurement", "FocusConfig", "Line", "Model3DConfig", "Models", "Morphology",
-    "PipelineConfig", "Source", "SpectraConfig",
+    "PipelineConfig", "SearchConfig", "SearchPeak", "Source", "SpectraConfig",
     "boxes_from_map", "catalogue_rows", "characterise_spectra", "continuum_model", "crop_offset",
     "denoise_spectra", "detect", "detection_map", "drop_duplicates", "estimate_line_flux",
     "estimate_morphology", "find_lines", "fit_continuum", "flux_input", "focus_candidate", "focus_candidates",
-    "focus_lines", "grow_region", "integrated_image", "measure_flux", "morphology_input", "pixel_snr",
-    "pixel_weighted_centre", "refit_line", "run_pipeline", "segmentation_mask", "source_model",
+    "focus_lines", "grow_region", "integrated_image", "line_search", "measure_flux", "morphology_input", "pixel_snr",
+    "pixel_weighted_centre", "refit_line", "run_pipeline", "searched_detections", "segmentation_mask", "source_model",
 ]  # fmt: skip

@@ -91,6 +91,18 @@ class FocusConfig:
 
 
 @dataclass(frozen=True)
+class SearchConfig:
+    """A matched-filter line search over the whole cube, beside steps (i)–(iii) (pipeline/search.py; not in the paper)."""
+
+    enabled: bool = False  # needs characterise.refine_iterations > 0: the line-SNR cut judges what it finds
+    snr: float = 6.0  # candidates: local maxima of the best template's matched-filter SNR at or above this
+    fwhm_px: tuple[float, float, float] = (5.0, 9.0, 14.0)  # spatial templates, intrinsic FWHM in pixels (⊛ the beam)
+    fwhm_chan: tuple[float, float, float] = (3.0, 6.0, 12.0)  # line templates, FWHM in channels
+    neighbourhood: int = 7  # a candidate is the highest voxel of the (this)³ cube around it
+    max_candidates: int = 64  # at most this many per cube, strongest first
+
+
+@dataclass(frozen=True)
 class CharacteriseConfig:
     """Step (iv), morphological parameters (Sec. 4.4 iv, Fig. 9 steps 10–11)."""
 
@@ -134,6 +146,7 @@ class PipelineConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     spectra: SpectraConfig = field(default_factory=SpectraConfig)
     focus: FocusConfig = field(default_factory=FocusConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     characterise: CharacteriseConfig = field(default_factory=CharacteriseConfig)
     model3d: Model3DConfig = field(default_factory=Model3DConfig)
     flux: FluxConfig = field(default_factory=FluxConfig)
@@ -249,5 +262,22 @@ def _validate(c: PipelineConfig) -> None:
             raise ConfigError(f"pipeline.{path}: must be positive, got {value}")
     if not 0.0 < m.mask_fraction < 1.0:
         raise ConfigError(f"pipeline.model3d.mask_fraction: must lie in (0, 1), got {m.mask_fraction}")
+    _validate_search(c)
     if fl.min_continuum_channels < 1:
         raise ConfigError(f"pipeline.flux.min_continuum_channels: must be at least 1, got {fl.min_continuum_channels}")
+
+
+def _validate_search(c: PipelineConfig) -> None:
+    s = c.search
+    if s.enabled and c.characterise.refine_iterations < 1:
+        raise ConfigError("pipeline.search.enabled: the search's candidates are judged by refinement's line-SNR "
+                          "cut, so it needs characterise.refine_iterations > 0")  # fmt: skip
+    if s.snr <= 0:
+        raise ConfigError(f"pipeline.search.snr: must be positive, got {s.snr}")
+    for path, values in (("search.fwhm_px", s.fwhm_px), ("search.fwhm_chan", s.fwhm_chan)):
+        if min(values) <= 0:
+            raise ConfigError(f"pipeline.{path}: every template FWHM must be positive, got {list(values)}")
+    if s.neighbourhood < 1:
+        raise ConfigError(f"pipeline.search.neighbourhood: must be at least 1, got {s.neighbourhood}")
+    if s.max_candidates < 1:
+        raise ConfigError(f"pipeline.search.max_candidates: must be at least 1, got {s.max_candidates}")

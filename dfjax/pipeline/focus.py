@@ -46,8 +46,8 @@ from dfjax.input_pipeline.transforms import (
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.spectra import Candidate, Line, refit_line
 
-__all__ = ["Detection", "drop_duplicates", "focus_candidate", "focus_candidates", "focus_lines", "grow_region",
-           "pixel_snr"]
+__all__ = ["Detection", "drop_duplicates", "focus_candidate", "focus_candidates", "focus_lines", "focused_detection",
+           "grow_region", "pixel_snr"]
 
 _DEFAULTS = PipelineConfig()
 BLENDED, DEBLENDED = "blended", "deblended"
@@ -61,7 +61,8 @@ class Detection:
     range (channels, inclusive after rounding), ``z`` and ``fwhm_z`` its line;
     ``image`` (size, size) float32 the focused image (not normalised) and
     ``offset`` (2,) int64 the field (x, y) of its pixel (0, 0); ``snr`` the
-    focused global SNR (eq. 17); ``flags`` ⊆ {"blended", "deblended"}.
+    focused global SNR (eq. 17); ``flags`` ⊆ {"blended", "deblended", "searched"} ("searched":
+    found by the line search, :mod:`dfjax.pipeline.search`).
     """
 
     box: tuple[int, int, int, int]
@@ -154,8 +155,9 @@ def _overlap(a: Line, b: Line, nz: int) -> bool:
     return a0 <= b1 and b0 <= a1
 
 
-def _detection(cube: np.ndarray, box: Sequence[int], z0: float, z1: float, z: float, fwhm_z: float,
-               config: PipelineConfig, flags: frozenset[str] = frozenset()) -> Detection:  # fmt: skip
+def focused_detection(cube: np.ndarray, box: Sequence[int], z0: float, z1: float, z: float, fwhm_z: float,
+                      config: PipelineConfig = _DEFAULTS, flags: frozenset[str] = frozenset()) -> Detection:  # fmt: skip
+    """The :class:`Detection` of a box and line: its image focused on z0..z1 and that image's global SNR."""
     image, offset, snr = _focus(cube, box, (z0, z1), config)
     return Detection(box=tuple(int(v) for v in box), z0=z0, z1=z1, z=z, fwhm_z=fwhm_z, image=image,
                      offset=offset, snr=snr, flags=flags)  # fmt: skip
@@ -208,7 +210,7 @@ def focus_candidate(cube: np.ndarray, candidate: Candidate, config: PipelineConf
         s = _brightest_pixel(pixel_snr(image_s, spread=f.snr_spread), wbox)
         if np.hypot(*(s - p)) > f.deblend_distance_px:  # another source: friends of friends from s
             new_box = _grown_box(image_s, s, offset, config)
-            deblended.append(_detection(cube, new_box, line.z0, line.z1, line.z, line.fwhm_z, config,
+            deblended.append(focused_detection(cube, new_box, line.z0, line.z1, line.z, line.fwhm_z, config,
                                         frozenset({DEBLENDED})))  # fmt: skip
         elif not _overlap(primary, line, nz):  # same place, other channels: part of the source?
             m0, m1 = min(z0, line.z0), max(z1, line.z1)
@@ -222,7 +224,7 @@ def focus_candidate(cube: np.ndarray, candidate: Candidate, config: PipelineConf
     if deblended:
         image, _, _ = _focus(cube, box, (z0, z1), config)
         box, flags = _grown_box(image, p, offset, config), frozenset({BLENDED})
-    detections = [_detection(cube, box, z0, z1, z, fwhm_z, config, flags), *deblended]
+    detections = [focused_detection(cube, box, z0, z1, z, fwhm_z, config, flags), *deblended]
     return [d for d in detections if d.snr >= f.min_snr]  # final cut (Fig. 9 step 9)
 
 
@@ -249,7 +251,7 @@ def focus_lines(cube: np.ndarray, candidate: Candidate, config: PipelineConfig =
         if f.refit_lines:
             line = refit_line(box_spectra(cube, np.asarray([box]))[0], line, config)
         flags = frozenset({DEBLENDED}) if len(candidate.lines) > 1 else frozenset()
-        detection = _detection(cube, box, line.z0, line.z1, line.z, line.fwhm_z, config, flags)
+        detection = focused_detection(cube, box, line.z0, line.z1, line.z, line.fwhm_z, config, flags)
         if detection.snr >= f.min_snr:
             detections.append(detection)
     return detections

@@ -2,8 +2,8 @@
 
 :class:`Models` holds the six trained models (``Models.load(model_dir)`` reads
 ``model_dir/<name>`` for each of ``MODEL_NAMES``); :func:`run_pipeline` runs
-detect → spectra → focus → characterise (→ refine, when
-``characterise.refine_iterations`` > 0) → model3d → flux and returns
+detect → spectra → focus → characterise (→ the line search when
+``search.enabled``, → refine when ``characterise.refine_iterations`` > 0) → model3d → flux and returns
 :class:`Source` rows in pixel units; :func:`catalogue_rows` turns them into a
 numpy structured array. Unit conversion (pixels → sky, channels → frequency,
 cube units → Jy) is the caller's (``dfjax.infer``).
@@ -32,6 +32,7 @@ from dfjax.pipeline.flux import estimate_line_flux, measure_flux
 from dfjax.pipeline.focus import Detection, focus_candidates
 from dfjax.pipeline.model3d import segmentation_mask
 from dfjax.pipeline.refine import refine
+from dfjax.pipeline.search import searched_detections
 from dfjax.pipeline.spectra import FWHM_PER_SIGMA, characterise_spectra
 
 __all__ = ["MODEL_NAMES", "Models", "Source", "catalogue_rows", "refine_detections", "run_pipeline"]
@@ -51,7 +52,8 @@ class Source:
     target units, Jy km/s for almasim-trained models); line_flux_measured
     cube-units · channels · pixels / beam_area_px (see :mod:`dfjax.pipeline.flux`);
     snr the focused global SNR (eq. 17); box (x0, y0, x1, y1) half-open field
-    pixels, (z0, z1) the emission range in channels; flags ⊆ ("blended", "deblended").
+    pixels, (z0, z1) the emission range in channels; flags ⊆ ("blended", "deblended", "searched"):
+    "searched" when the line search (``search.enabled``) found it.
     """
 
     x: float
@@ -144,7 +146,11 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
     shapes = estimate_morphology(models.resnet_fwhm_x, models.resnet_fwhm_y, models.resnet_pa, detections,
                                  config, cube=clean)  # (iv)  # fmt: skip
     if config.characterise.refine_iterations > 0:
-        detections, shapes = refine_detections(clean, detections, shapes, config)
+        psf = beam_psf(clean, config)
+        if config.search.enabled and psf is not None:  # (ii′) the line search, beside steps (i)–(iii)
+            found, first_guess = searched_detections(clean, psf, config)
+            detections, shapes = [*detections, *found], [*shapes, *first_guess]
+        detections, shapes = refine_detections(clean, detections, shapes, config, psf=psf)
     line_fluxes = estimate_line_flux(models.resnet_flux, clean, detections, config)  # (vi), ResNet
     sources = []
     for d, m, line_flux in zip(detections, shapes, line_fluxes):
@@ -176,12 +182,13 @@ def _same_source(a: Morphology, b: Morphology, config: PipelineConfig) -> bool:
 
 
 def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes: Sequence[Morphology],
-                      config: PipelineConfig = _DEFAULTS) -> tuple[list[Detection], list[Morphology]]:  # fmt: skip
+                      config: PipelineConfig = _DEFAULTS, *, psf: np.ndarray | None = None
+                      ) -> tuple[list[Detection], list[Morphology]]:  # fmt: skip
     """Each detection's line and shape refined on the data (:mod:`dfjax.pipeline.refine`); those whose
     line SNR is under ``characterise.min_line_snr`` dropped, and of two that now share channels and
     a place (:func:`_same_source`), the one with the weaker line. Order kept. Without noise to
-    measure the beam from, the input comes back unchanged."""
-    psf = beam_psf(cube, config)
+    measure the beam from, the input comes back unchanged. ``psf``: the beam, when already measured."""
+    psf = beam_psf(cube, config) if psf is None else psf
     if psf is None:
         return list(detections), list(shapes)
     k = config.spectra.emission_half_width_fwhm

@@ -1,0 +1,151 @@
+"""A matched-filter line search over the whole cube (``search.enabled``; not in the paper).
+
+Steps (i)–(iii) only look where Blobs Finder drew a box, and only at the lines Deep GRU found in
+that box's summed spectrum: a faint source sharing a box with a brighter one, or one the
+autoencoder left out, is never looked at. The search looks everywhere, for the sources Table 1
+draws: a 2-D Gaussian seen through the dirty beam, times a Gaussian line.
+
+1. The continuum of each pixel, a straight line through the medians of the first and the second
+   half of its channels (robust to a line filling less than half of either), is removed.
+2. The line cube is correlated with each template: a circular Gaussian of FWHM ``fwhm_px`` ⊛ the
+   dirty beam (unit norm, zero padded, not circular), then a Gaussian line of FWHM ``fwhm_chan``.
+3. Each filtered cube is divided by its robust noise (MAD), and the best template taken per voxel.
+4. Local maxima within ± ``neighbourhood`` // 2 voxels that reach ``snr`` are the candidates,
+   strongest first, with that template's sizes as the first guess.
+
+The candidates are not sources yet: each is refined (:mod:`dfjax.pipeline.refine`) and must pass
+the same line-SNR cut as every other detection, and one found twice is merged
+(:func:`dfjax.pipeline.run.refine_detections`). Sidelobes of a bright source share its spectrum
+and so pass a line search: they are the reason for the cut and the merging, and why candidates
+come strongest first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy import fft, ndimage, signal
+
+from dfjax.pipeline.characterise import Morphology, model_box
+from dfjax.pipeline.config import PipelineConfig
+from dfjax.pipeline.focus import Detection, focused_detection
+from dfjax.pipeline.model3d import gaussian_2d
+from dfjax.pipeline.spectra import FWHM_PER_SIGMA
+
+__all__ = ["SEARCHED", "SearchPeak", "line_search", "remove_continuum", "searched_detections"]
+
+_DEFAULTS = PipelineConfig()
+MAD_TO_STD = 1.4826
+SEARCHED = "searched"  # the flag of a source the line search found
+NOISE_STRIDE = 2  # the noise is measured on every NOISE_STRIDE-th pixel along x and y (neighbours correlate)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchPeak:
+    """A candidate: voxel (x, y, z), the best template's FWHMs (pixels, channels), its matched-filter SNR."""
+
+    x: int
+    y: int
+    z: int
+    fwhm_px: float
+    fwhm_chan: float
+    snr: float
+
+
+def remove_continuum(cube: np.ndarray, *, clip: float = 3.0) -> np.ndarray:
+    """Cube (nz, ny, nx) minus each pixel's continuum → (nz, ny, nx) float32.
+
+    The continuum is a straight line: first through the medians of the pixel's first and second
+    halves of channels, then fitted by least squares to the channels within ``clip`` robust
+    standard deviations of that first line, so that a line in the spectrum does not tilt it.
+    """
+    cube = np.asarray(cube, np.float32)
+    nz = cube.shape[0]
+    if nz < 4:
+        return cube - np.median(cube, axis=0, keepdims=True)
+    h = nz // 2
+    lo, hi = np.median(cube[:h], axis=0), np.median(cube[h:], axis=0)
+    z_lo, z_hi = (h - 1) / 2.0, h + (nz - h - 1) / 2.0
+    z = np.arange(nz, dtype=np.float32)[:, None, None]
+    residual = cube - (lo + (hi - lo) * (z - z_lo) / (z_hi - z_lo))
+    spread = MAD_TO_STD * np.median(np.abs(residual - np.median(residual, axis=0)), axis=0)
+    w = (np.abs(residual) <= clip * spread).astype(np.float32)
+    s0, sz, szz = w.sum(0), (w * z).sum(0), (w * z * z).sum(0)
+    sy, szy = (w * cube).sum(0), (w * z * cube).sum(0)
+    det = s0 * szz - sz * sz
+    ok = det > 0
+    slope = np.where(ok, (s0 * szy - sz * sy) / np.where(ok, det, 1.0), 0.0)
+    level = np.where(ok, (sy - slope * sz) / np.maximum(s0, 1.0), 0.0)
+    return np.where(ok, cube - (level + slope * z), residual).astype(np.float32)
+
+
+def _spatial_kernel(psf: np.ndarray, fwhm_px: float) -> np.ndarray:
+    """Unit-norm template: a unit-peak circular Gaussian of ``fwhm_px`` ⊛ ``psf`` (odd square)."""
+    gh = int(np.ceil(3.0 * fwhm_px / FWHM_PER_SIGMA))
+    g = gaussian_2d((2 * gh + 1, 2 * gh + 1), gh, gh, fwhm_px, fwhm_px, 0.0)
+    k = signal.convolve(g, psf, mode="full")
+    return k / np.sqrt((k * k).sum())
+
+
+def _robust_sigma(values: np.ndarray) -> float:
+    sample = values[:, ::NOISE_STRIDE, ::NOISE_STRIDE].ravel()
+    return float(MAD_TO_STD * np.median(np.abs(sample - np.median(sample))))
+
+
+def line_search(cube: np.ndarray, psf: np.ndarray, config: PipelineConfig = _DEFAULTS) -> list[SearchPeak]:
+    """Matched-filter candidates (module docstring) in a cube (nz, ny, nx) whose dirty beam is ``psf``
+    (odd square, unit peak) → at most ``search.max_candidates`` peaks, strongest first."""
+    s = config.search
+    cube = np.nan_to_num(np.asarray(cube, np.float32))
+    if cube.ndim != 3:
+        raise ValueError(f"expected a cube (nz, ny, nx), got shape {cube.shape}")
+    ny, nx = cube.shape[1:]
+    line = remove_continuum(cube)
+    kernels = [_spatial_kernel(psf, f) for f in s.fwhm_px]
+    pad = max(k.shape[0] for k in kernels) // 2
+    shape = (ny + 2 * pad, nx + 2 * pad)  # zero padded: a linear, not circular, correlation
+    spectrum = fft.rfft2(line, s=shape, workers=-1)  # float32 in, complex64 out
+    best = np.full(cube.shape, -np.inf, np.float32)
+    which = np.zeros(cube.shape, np.int16)
+    for i, k in enumerate(kernels):
+        h = k.shape[0] // 2
+        flipped = np.zeros(shape)
+        flipped[: k.shape[0], : k.shape[1]] = k[::-1, ::-1]
+        flipped = np.roll(flipped, (-h, -h), axis=(0, 1))  # kernel centre at lag 0
+        kernel = fft.rfft2(flipped.astype(np.float32))
+        spatial = fft.irfft2(spectrum * kernel, s=shape, workers=-1)[:, :ny, :nx]
+        for j, fwhm_chan in enumerate(s.fwhm_chan):
+            filtered = ndimage.gaussian_filter1d(spatial, fwhm_chan / FWHM_PER_SIGMA, axis=0, mode="constant")
+            sigma = _robust_sigma(filtered)
+            if not sigma > 0:
+                continue
+            filtered /= sigma
+            better = filtered > best
+            best[better] = filtered[better]
+            which[better] = i * len(s.fwhm_chan) + j
+    peaks = (best >= s.snr) & (best == ndimage.maximum_filter(best, size=s.neighbourhood, mode="nearest"))
+    zz, yy, xx = np.nonzero(peaks)
+    order = np.argsort(-best[zz, yy, xx], kind="stable")[: s.max_candidates]
+    out = []
+    for o in order:
+        z, y, x = int(zz[o]), int(yy[o]), int(xx[o])
+        i, j = divmod(int(which[z, y, x]), len(s.fwhm_chan))
+        out.append(SearchPeak(x=x, y=y, z=z, fwhm_px=float(s.fwhm_px[i]), fwhm_chan=float(s.fwhm_chan[j]),
+                              snr=float(best[z, y, x])))  # fmt: skip
+    return out
+
+
+def searched_detections(cube: np.ndarray, psf: np.ndarray, config: PipelineConfig = _DEFAULTS
+                        ) -> tuple[list[Detection], list[Morphology]]:  # fmt: skip
+    """:func:`line_search`'s candidates as detections (flagged ``"searched"``) and first-guess shapes,
+    ready for :func:`dfjax.pipeline.run.refine_detections`."""
+    k = config.spectra.emission_half_width_fwhm
+    detections, shapes = [], []
+    for p in line_search(cube, psf, config):
+        box = model_box(p.x, p.y, p.fwhm_px, p.fwhm_px, 0.0, level=config.characterise.box_level,
+                        shape=cube.shape[1:])  # fmt: skip
+        detections.append(focused_detection(cube, box, p.z - k * p.fwhm_chan, p.z + k * p.fwhm_chan, float(p.z),
+                                            p.fwhm_chan, config, frozenset({SEARCHED})))  # fmt: skip
+        shapes.append(Morphology(x=float(p.x), y=float(p.y), fwhm_x=p.fwhm_px, fwhm_y=p.fwhm_px, pa=0.0))
+    return detections, shapes
