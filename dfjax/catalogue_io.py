@@ -23,7 +23,7 @@ continuum              Jy / beam    mean continuum surface brightness
 snr                                 signal-to-noise ratio (eq. 17)
 x0, y0, x1, y1         pix          bounding box, half-open
 z0, z1                 chan         emission range Δz, half-open
-flags                               comma-separated: blended, deblended, ...
+flags                               comma-separated: blended, deblended, searched
 =====================  ===========  ==========================================================
 """
 
