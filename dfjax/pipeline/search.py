@@ -5,8 +5,8 @@ that box's summed spectrum: a faint source sharing a box with a brighter one, or
 autoencoder left out, is never looked at. The search looks everywhere, for the sources Table 1
 draws: a 2-D Gaussian seen through the dirty beam, times a Gaussian line.
 
-1. The continuum of each pixel, a straight line through the medians of the first and the second
-   half of its channels (robust to a line filling less than half of either), is removed.
+1. The continuum of each pixel, a straight line fitted to its channels with the line's channels
+   clipped (:func:`remove_continuum`), is removed.
 2. The line cube is correlated with each template: a circular Gaussian of FWHM ``fwhm_px`` ⊛ the
    dirty beam (unit norm, zero padded, not circular), then a Gaussian line of FWHM ``fwhm_chan``.
 3. Each filtered cube is divided by its robust noise (MAD), and the best template taken per voxel.
