@@ -31,12 +31,12 @@ from dfjax.pipeline.characterise import Morphology, model_box
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection, focused_detection
 from dfjax.pipeline.model3d import gaussian_2d
+from dfjax.pipeline.refine import MAD_TO_STD
 from dfjax.pipeline.spectra import FWHM_PER_SIGMA
 
 __all__ = ["SEARCHED", "SearchPeak", "line_search", "remove_continuum", "searched_detections"]
 
 _DEFAULTS = PipelineConfig()
-MAD_TO_STD = 1.4826
 SEARCHED = "searched"  # the flag of a source the line search found
 NOISE_STRIDE = 2  # the noise is measured on every NOISE_STRIDE-th pixel along x and y (neighbours correlate)
 
