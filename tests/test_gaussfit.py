@@ -10,7 +10,7 @@ from scipy.signal import fftconvolve
 
 from dfjax.pipeline import PipelineConfig
 from dfjax.pipeline.config import ConfigError
-from dfjax.pipeline.gaussfit import canonical, fit_source, noise_psf
+from dfjax.pipeline.gaussfit import Neighbour, canonical, fit_source, noise_psf
 
 FWHM_PER_SIGMA = 2.3548200450309493
 
@@ -62,6 +62,42 @@ def test_fit_source_recovers_the_intrinsic_gaussian_through_the_beam(sx, sy, pa)
     # the beam matters: fitted as if there were none, the sizes are those of the image, not the source
     naive = fit_source(image, np.pad([[1.0]], 16), 30.0, 31.0)
     assert abs(naive.fwhm_x * naive.fwhm_y / (fit.fwhm_x * fit.fwhm_y) - 1.0) > 0.2
+
+
+def test_a_background_held_at_zero_measures_sizes_better_in_a_small_window():
+    # noise whose autocorrelation is the beam, as on a dirty image: its broad dips and hills trade
+    # against a free background and the source's wings when the window is only ± 8 px
+    beam = _dirty_beam()
+    h = beam.shape[0] // 2
+    centred = np.zeros((64, 64))
+    centred[: 2 * h + 1, : 2 * h + 1] = beam
+    gain = np.sqrt(np.clip(np.fft.rfft2(np.roll(centred, (-h, -h), axis=(0, 1))).real, 0.0, None))
+    clean = fftconvolve(_gaussian((64, 64), 31.4, 29.7, 2.5, 4.0, 30.0), beam, mode="same")
+    size = np.sqrt(2.5 * 4.0) * FWHM_PER_SIGMA
+    errors = {True: [], False: []}
+    for seed in range(20):
+        noise = np.fft.irfft2(np.fft.rfft2(np.random.default_rng(seed).normal(size=(64, 64))) * gain, s=(64, 64))
+        image = clean + noise * (clean.max() / 12.0 / noise.std())  # peak SNR 12
+        for background in (True, False):
+            fit = fit_source(image, beam, 31.0, 30.0, half=8, background=background)
+            errors[background].append(abs(np.log(np.sqrt(fit.fwhm_x * fit.fwhm_y) / size)))
+    assert np.median(errors[False]) < 0.85 * np.median(errors[True])
+
+
+def test_a_neighbour_fitted_alongside_keeps_its_flank_out_of_the_source():
+    beam = _dirty_beam()
+    faint = _gaussian((64, 64), 30.0, 32.0, 2.0, 3.0, 20.0)
+    bright = 4.0 * _gaussian((64, 64), 44.0, 34.0, 5.0, 4.0, 0.0)  # 14 px away, 4x brighter, wider
+    image = fftconvolve(faint + bright, beam, mode="same") + np.random.default_rng(2).normal(scale=0.02, size=(64, 64))
+    alone = fit_source(image, beam, 30.0, 32.0, half=8)
+    assert np.hypot(alone.x - 30.0, alone.y - 32.0) > 2.0  # pulled onto the flank
+    # the neighbour's shape as its own fit would give it: a few per cent off
+    near = Neighbour(x=44.3, y=33.8, fwhm_x=5.25 * FWHM_PER_SIGMA, fwhm_y=4.2 * FWHM_PER_SIGMA, pa=5.0)
+    fit = fit_source(image, beam, 30.0, 32.0, half=8, neighbours=[near])
+    assert (fit.x, fit.y) == pytest.approx((30.0, 32.0), abs=0.3)
+    assert (fit.fwhm_x, fit.fwhm_y) == pytest.approx((2.0 * FWHM_PER_SIGMA, 3.0 * FWHM_PER_SIGMA), rel=0.1)
+    far = Neighbour(x=200.0, y=200.0, fwhm_x=5.0, fwhm_y=5.0, pa=0.0)  # no light in the window: ignored
+    assert fit_source(image, beam, 30.0, 32.0, half=8, neighbours=[far]) == alone
 
 
 def test_fit_source_gives_up_on_no_source_or_an_off_image_window():

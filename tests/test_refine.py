@@ -132,23 +132,34 @@ def test_remove_continuum_takes_out_a_sloped_continuum_under_a_line():
 def test_line_search_finds_a_faint_line_beside_a_bright_continuum_source_and_nothing_in_noise():
     faint = (22.0, 50.0, 2.5, 3.5, 20.0, 0.0, 0.35, 40.0, 5.0)
     continuum = (40.0, 30.0, 3.0, 3.0, 0.0, 3.0, 0.0, 0.0, 5.0)  # very bright, no line
-    cube, beam = _cube([faint, continuum], seed=4)
+    cube, _ = _cube([faint, continuum], seed=4)
     config = PipelineConfig().replace(**{"search.snr": 6.0})
-    peaks = line_search(cube, beam, config)
+    peaks = line_search(cube, config)
     assert peaks, "the faint line was not found"
     best = peaks[0]
     assert (best.x, best.y) == pytest.approx((22, 50), abs=1.5) and best.z == pytest.approx(40, abs=1.5)
     assert best.snr > 10 and best.fwhm_chan in config.search.fwhm_chan
     assert all(p.snr < best.snr for p in peaks[1:])  # strongest first
     noise, _ = _cube([continuum], seed=5)
-    assert line_search(noise, beam, config) == []
+    assert line_search(noise, config) == []
     with pytest.raises(ValueError, match="expected a cube"):
-        line_search(cube[0], beam, config)
-    detections, shapes = searched_detections(cube, beam, config)
+        line_search(cube[0], config)
+    detections, shapes = searched_detections(cube, config)
     assert len(detections) == len(peaks) and detections[0].flags == frozenset({SEARCHED})
     assert (shapes[0].x, shapes[0].y) == (best.x, best.y) and detections[0].z == best.z
     x0, y0, x1, y1 = detections[0].box
     assert x0 < best.x < x1 and y0 < best.y < y1
+
+
+def test_line_search_separates_a_faint_source_on_a_bright_ones_flank_in_the_same_channels():
+    # a bright source stretched towards a faint compact one, both lines at channel 30: their
+    # filtered responses make one ridge at the wide template, two peaks at the narrow one
+    bright = (24.0, 36.0, 7.0, 2.5, 0.0, 0.0, 3.0, 30.0, 6.0)
+    faint = (46.0, 37.0, 2.0, 2.0, 0.0, 0.0, 0.8, 30.5, 5.0)  # SNR ~55; the old search (template ⊛ beam) lost it
+    cube, _ = _cube([bright, faint], seed=6)
+    peaks = line_search(cube, PipelineConfig().replace(**{"search.snr": 6.0}))
+    near = lambda p, s: np.hypot(p.x - s[0], p.y - s[1]) <= 3 and abs(p.z - s[7]) <= 3
+    assert any(near(p, bright) for p in peaks) and any(near(p, faint) for p in peaks)
 
 
 def test_scan_boxes_tile_large_boxes_only_and_reach_their_far_edges():
@@ -174,6 +185,8 @@ def test_refinement_config_is_validated():
         PipelineConfig().replace(**{"detect.scan_step_px": 0})
     with pytest.raises(ConfigError, match="search.enabled: .* needs characterise.refine_iterations"):
         PipelineConfig().replace(**{"search.enabled": True})
+    with pytest.raises(ConfigError, match="characterise.neighbours: .* needs characterise.refine_iterations"):
+        PipelineConfig().replace(**{"characterise.neighbours": True})
     with pytest.raises(ConfigError, match=r"search.fwhm_px: expected a list of 3 values"):
         PipelineConfig.from_dict({"search": {"fwhm_px": [5.0, 9.0]}})
     with pytest.raises(ConfigError, match="search.fwhm_chan: every template FWHM must be positive"):

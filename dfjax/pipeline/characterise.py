@@ -131,7 +131,7 @@ def estimate_morphology(
             raise ValueError("characterise.method 'fit' needs the cube")
         first = estimate_morphology(resnet_fwhm_x, resnet_fwhm_y, resnet_pa, detections,
                                     config.replace(**{"characterise.method": "resnet", "characterise.refine_iterations": 0,
-                                                      "search.enabled": False}))  # fmt: skip
+                                                      "characterise.neighbours": False, "search.enabled": False}))  # fmt: skip
         if config.characterise.refine_iterations > 0:
             return first  # refinement (pipeline.refine) fits the shapes, from these
         return fit_morphology(cube, detections, first, config)
@@ -172,7 +172,7 @@ def fit_morphology(cube: np.ndarray, detections: Sequence[Detection], start: Seq
     for d, m in zip(detections, start):
         image, offset = line_emission_image(cube, d.box, (d.z0, d.z1), size=config.focus.size)
         fit = fit_source(image, psf, m.x - offset[0], m.y - offset[1], half=c.fit_half_px,
-                         max_shift_px=c.fit_max_shift_px)  # fmt: skip
+                         max_shift_px=c.fit_max_shift_px, background=c.fit_background)  # fmt: skip
         if fit is None:
             out.append(m)
             continue

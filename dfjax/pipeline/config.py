@@ -110,8 +110,10 @@ class CharacteriseConfig:
     method: str = "resnet"  # one of MORPHOLOGY_METHODS: x, y, FWHMs and pa from the ResNets or a beam-aware fit
     fit_half_px: int = 16  # "fit": the fitted window is ± this around the source
     fit_max_shift_px: float = 4.0  # "fit": the centre may move this far from its first estimate
+    fit_background: bool = True  # "fit": a free constant background under the source (False: held at 0)
     refine_iterations: int = 0  # "fit": rounds of line refit on the matched spectrum + shape refit (refine.py)
     refine_max_fwhm_chan: float = 30.0  # refined line FWHMs lie in [1, this] channels
+    neighbours: bool = False  # refine_iterations > 0: each source refitted with the others in its channels alongside
     min_line_snr: float = 0.0  # refine_iterations > 0: sources whose line SNR (refine.line_snr) is under this go
     centre_window_px: int = 0  # > 0: x, y = barycentre within ± this of the box's brightest pixel (0: whole box)
     box: str = "model"  # one of BOX_SOURCES: the catalogue's 2-D box (see BOX_SOURCES)
@@ -244,6 +246,9 @@ def _validate(c: PipelineConfig) -> None:
     if c.characterise.refine_iterations < 0:
         raise ConfigError(f"pipeline.characterise.refine_iterations: must be >= 0, got "
                           f"{c.characterise.refine_iterations}")  # fmt: skip
+    if c.characterise.neighbours and c.characterise.refine_iterations < 1:
+        raise ConfigError("pipeline.characterise.neighbours: the refit with neighbours is a second round of "
+                          "refinement, so it needs characterise.refine_iterations > 0")  # fmt: skip
     if c.characterise.refine_iterations > 0 and c.characterise.method != "fit":
         raise ConfigError("pipeline.characterise.refine_iterations: refinement refits the shape, so it needs "
                           "characterise.method 'fit'")  # fmt: skip

@@ -13,13 +13,14 @@ is what the truth catalogue's boxes describe. Parameters follow ``sim.sky``'s co
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.optimize import least_squares
 
 from dfjax.pipeline.spectra import FWHM_PER_SIGMA
 
-__all__ = ["GaussianFit", "canonical", "fit_source", "noise_psf"]
+__all__ = ["GaussianFit", "Neighbour", "canonical", "fit_source", "noise_psf"]
 
 MIN_SIGMA_PX = 0.5  # fitted widths are bounded to [this, MAX_SIGMA_PX]
 MAX_SIGMA_PX = 20.0
@@ -75,13 +76,37 @@ def canonical(sx: float, sy: float, pa_deg: float) -> tuple[float, float, float]
     return sx, sy, pa
 
 
+@dataclasses.dataclass(frozen=True)
+class Neighbour:
+    """Another source whose light reaches the fitted window: centre in the image's pixels, FWHMs, pa."""
+
+    x: float
+    y: float
+    fwhm_x: float
+    fwhm_y: float
+    pa: float
+
+
+def _unit_gaussian(gx: np.ndarray, gy: np.ndarray, cx: float, cy: float, sx: float, sy: float, pa: float
+                   ) -> np.ndarray:  # fmt: skip
+    c, s = np.cos(pa), np.sin(pa)
+    dx, dy = gx - cx, gy - cy
+    return np.exp(-0.5 * (((dx * c - dy * s) / sx) ** 2 + ((dx * s + dy * c) / sy) ** 2))
+
+
 def fit_source(image: np.ndarray, psf: np.ndarray, x: float, y: float, *, half: int = 16,
-               max_shift_px: float = 4.0) -> GaussianFit | None:  # fmt: skip
-    """Fit ``amplitude · (G ⊛ psf) + background`` to ``image`` (ny, nx) within ± ``half`` px of (x, y).
+               max_shift_px: float = 4.0, neighbours: Sequence[Neighbour] = (), background: bool = True
+               ) -> GaussianFit | None:  # fmt: skip
+    """Fit ``amplitude · (G ⊛ psf) + Σ aⱼ · (Gⱼ ⊛ psf) + background`` to ``image`` (ny, nx) within
+    ± ``half`` px of (x, y).
 
     G is a unit-peak elliptical Gaussian whose centre may move at most ``max_shift_px`` from
-    (x, y). Pixels outside the image are ignored. Returns None when the fit fails, finds no
-    positive source, or too few pixels are on the image.
+    (x, y). Each of ``neighbours`` is a fixed shape Gⱼ with a free amplitude aⱼ ≥ 0: a brighter
+    source's flank inside the window is then modelled, not taken for this source's wing. With
+    ``background`` False the background is held at 0: on a continuum-subtracted line image it
+    is, and a free one trades against the wings (a negative background under a wider Gaussian
+    fits a noise dip around the source). Pixels outside the image are ignored. Returns None when the fit fails, finds no positive source, or
+    too few pixels are on the image.
     """
     image = np.asarray(image, np.float64)
     ny, nx = image.shape
@@ -103,30 +128,43 @@ def fit_source(image: np.ndarray, psf: np.ndarray, x: float, y: float, *, half: 
     kernel_f = np.fft.rfft2(kernel)
     inner = slice(ph, ph + 2 * half + 1)
 
+    def seen(g: np.ndarray) -> np.ndarray:
+        return np.fft.irfft2(np.fft.rfft2(g) * kernel_f, s=(n, n))[inner, inner]
+
+    others = [seen(_unit_gaussian(gx, gy, o.x - ix, o.y - iy, max(o.fwhm_x, 1e-3) / FWHM_PER_SIGMA,
+                                  max(o.fwhm_y, 1e-3) / FWHM_PER_SIGMA, np.deg2rad(o.pa)))
+              for o in neighbours]  # fmt: skip
+    others = [o for o in others if np.abs(o).max() > 1e-3]  # only those whose light reaches the window
+
     def model(p: np.ndarray) -> np.ndarray:
-        amp, cx, cy, lsx, lsy, pa, bg = p
-        c, s = np.cos(pa), np.sin(pa)
-        dx, dy = gx - (cx - ix), gy - (cy - iy)
-        g = np.exp(-0.5 * (((dx * c - dy * s) / np.exp(lsx)) ** 2 + ((dx * s + dy * c) / np.exp(lsy)) ** 2))
-        seen = np.fft.irfft2(np.fft.rfft2(g) * kernel_f, s=(n, n))
-        return amp * seen[inner, inner] + bg
+        amp, cx, cy, lsx, lsy, pa, bg = p[:7]
+        out = amp * seen(_unit_gaussian(gx, gy, cx - ix, cy - iy, np.exp(lsx), np.exp(lsy), pa)) + bg
+        for a, o in zip(p[7:], others):
+            out = out + a * o
+        return out
 
     def residual(p: np.ndarray) -> np.ndarray:
         return (model(p) - data)[valid]
 
-    start = np.array([1.0, x, y, np.log(3.0), np.log(3.0), 0.0, 0.0])
+    start = np.array([1.0, x, y, np.log(3.0), np.log(3.0), 0.0, 0.0] + [0.0] * len(others))
     peak = float(np.nanmax(data[half - 2 : half + 3, half - 2 : half + 3]))
     unit = float(model(start)[half, half])
     if not peak > 0 or not unit > 0:
         return None
     start[0] = peak / unit
+    for i, o in enumerate(others):  # each neighbour starts at the amplitude of the window's light on it
+        start[7 + i] = max(float(np.nansum(np.where(valid, data, 0.0) * o) / (o * o).sum()), 0.0)
     lo = [0.0, x - max_shift_px, y - max_shift_px, np.log(MIN_SIGMA_PX), np.log(MIN_SIGMA_PX), -np.pi, -np.inf]
     hi = [np.inf, x + max_shift_px, y + max_shift_px, np.log(MAX_SIGMA_PX), np.log(MAX_SIGMA_PX), np.pi, np.inf]
+    lo, hi = lo + [0.0] * len(others), hi + [np.inf] * len(others)
+    if not background:
+        lo[6], hi[6] = -1e-12, 1e-12
+    start = np.clip(start, np.array(lo), np.array(hi))
     try:
         result = least_squares(residual, start, bounds=(lo, hi), x_scale="jac", max_nfev=400)
     except (ValueError, np.linalg.LinAlgError):
         return None
-    amp, cx, cy, lsx, lsy, pa, _ = result.x
+    amp, cx, cy, lsx, lsy, pa = result.x[:6]
     if not result.success or amp <= 0 or not np.all(np.isfinite(result.x)):
         return None
     if not all(np.log(MIN_SIGMA_PX) + BOUND_MARGIN < v < np.log(MAX_SIGMA_PX) - BOUND_MARGIN for v in (lsx, lsy)):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import signal
@@ -30,7 +31,7 @@ from scipy.optimize import least_squares
 
 from dfjax.input_pipeline.transforms import line_emission_image
 from dfjax.pipeline.config import PipelineConfig
-from dfjax.pipeline.gaussfit import fit_source
+from dfjax.pipeline.gaussfit import Neighbour, fit_source
 from dfjax.pipeline.model3d import gaussian_2d
 from dfjax.pipeline.spectra import FWHM_PER_SIGMA
 
@@ -149,10 +150,12 @@ class Refined:
 
 
 def refine(cube: np.ndarray, psf: np.ndarray, *, x: float, y: float, fwhm_x: float, fwhm_y: float, pa: float,
-           z: float, fwhm_z: float, config: PipelineConfig = _DEFAULTS) -> Refined:  # fmt: skip
+           z: float, fwhm_z: float, config: PipelineConfig = _DEFAULTS, neighbours: Sequence[Neighbour] = ()
+           ) -> Refined:  # fmt: skip
     """``characterise.refine_iterations`` rounds of line refit on the matched spectrum then shape
     refit on the new line image (module docstring). Steps that fail keep the values they had;
-    the line SNR is measured on the final matched spectrum."""
+    the line SNR is measured on the final matched spectrum. ``neighbours`` (field pixels): other
+    sources in these channels, fitted alongside with their shapes fixed (``fit_source``)."""
     c = config.characterise
     k = config.spectra.emission_half_width_fwhm
     half = c.fit_half_px
@@ -170,8 +173,10 @@ def refine(cube: np.ndarray, psf: np.ndarray, *, x: float, y: float, fwhm_x: flo
         z0, z1 = state["z"] - k * state["fwhm_z"], state["z"] + k * state["fwhm_z"]
         box = (round(state["x"]), round(state["y"]), round(state["x"]) + 1, round(state["y"]) + 1)
         image, offset = line_emission_image(cube, box, (z0, z1), size=config.focus.size)
+        local = [dataclasses.replace(o, x=o.x - float(offset[0]), y=o.y - float(offset[1])) for o in neighbours]
         fit = fit_source(image, psf, state["x"] - offset[0], state["y"] - offset[1], half=half,
-                         max_shift_px=c.fit_max_shift_px)  # fmt: skip
+                         max_shift_px=c.fit_max_shift_px, neighbours=local,
+                         background=c.fit_background)  # fmt: skip
         if fit is not None:
             state.update(x=fit.x + float(offset[0]), y=fit.y + float(offset[1]), fwhm_x=fit.fwhm_x,
                          fwhm_y=fit.fwhm_y, pa=fit.pa)  # fmt: skip

@@ -30,6 +30,7 @@ from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.detect import detect
 from dfjax.pipeline.flux import estimate_line_flux, measure_flux
 from dfjax.pipeline.focus import Detection, focus_candidates
+from dfjax.pipeline.gaussfit import Neighbour
 from dfjax.pipeline.model3d import segmentation_mask
 from dfjax.pipeline.refine import refine
 from dfjax.pipeline.search import searched_detections
@@ -148,7 +149,7 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
     if config.characterise.refine_iterations > 0:
         psf = beam_psf(clean, config)
         if config.search.enabled and psf is not None:  # (ii′) the line search, beside steps (i)–(iii)
-            found, first_guess = searched_detections(clean, psf, config)
+            found, first_guess = searched_detections(clean, config)
             detections, shapes = [*detections, *found], [*shapes, *first_guess]
         detections, shapes = refine_detections(clean, detections, shapes, config, psf=psf)
     line_fluxes = estimate_line_flux(models.resnet_flux, clean, detections, config)  # (vi), ResNet
@@ -186,7 +187,8 @@ def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes:
                       ) -> tuple[list[Detection], list[Morphology]]:  # fmt: skip
     """Each detection's line and shape refined on the data (:mod:`dfjax.pipeline.refine`); those whose
     line SNR is under ``characterise.min_line_snr`` dropped, and of two that now share channels and
-    a place (:func:`_same_source`), the one with the weaker line. Order kept. Without noise to
+    a place (:func:`_same_source`), the one with the weaker line; with ``characterise.neighbours``,
+    each is then refined again with the others in its channels fitted alongside. Order kept. Without noise to
     measure the beam from, the input comes back unchanged. ``psf``: the beam, when already measured."""
     psf = beam_psf(cube, config) if psf is None else psf
     if psf is None:
@@ -206,8 +208,37 @@ def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes:
         _, _, d, m = item
         if not any(d.z0 <= e.z1 and e.z0 <= d.z1 and _same_source(o, m, config) for _, _, e, o in out):
             out.append(item)
+    if config.characterise.neighbours:
+        out = _refit_with_neighbours(cube, psf, out, config)
     out.sort(key=lambda t: t[0])
     return [d for _, _, d, _ in out], [m for _, _, _, m in out]
+
+
+def _refit_with_neighbours(cube: np.ndarray, psf: np.ndarray, items: list[tuple[int, float, Detection, Morphology]],
+                           config: PipelineConfig) -> list[tuple[int, float, Detection, Morphology]]:  # fmt: skip
+    """Each source refined again, strongest first, with the others that shine in its channels
+    fitted alongside (their current shapes fixed, amplitudes free); then the line-SNR cut and
+    the merging again."""
+    k = config.spectra.emission_half_width_fwhm
+    items = list(items)
+    for i in range(len(items)):
+        order, _, d, m = items[i]
+        neighbours = [Neighbour(x=o.x, y=o.y, fwhm_x=o.fwhm_x, fwhm_y=o.fwhm_y, pa=o.pa)
+                      for j, (_, _, e, o) in enumerate(items)
+                      if j != i and e.z - 1.5 * e.fwhm_z <= d.z1 and d.z0 <= e.z + 1.5 * e.fwhm_z]  # fmt: skip
+        if not neighbours:
+            continue
+        r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
+                   config=config, neighbours=neighbours)  # fmt: skip
+        d = dataclasses.replace(d, z=r.z, fwhm_z=r.fwhm_z, z0=r.z - k * r.fwhm_z, z1=r.z + k * r.fwhm_z)
+        items[i] = (order, r.line_snr, d, Morphology(x=r.x, y=r.y, fwhm_x=r.fwhm_x, fwhm_y=r.fwhm_y, pa=r.pa))
+    out: list[tuple[int, float, Detection, Morphology]] = []
+    for item in sorted(items, key=lambda t: -t[1]):
+        _, snr, d, m = item
+        if snr >= config.characterise.min_line_snr and not any(
+                d.z0 <= e.z1 and e.z0 <= d.z1 and _same_source(o, m, config) for _, _, e, o in out):  # fmt: skip
+            out.append(item)
+    return out
 
 
 _FLAG_WIDTH = 32
