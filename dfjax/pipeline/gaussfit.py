@@ -105,8 +105,8 @@ def fit_source(image: np.ndarray, psf: np.ndarray, x: float, y: float, *, half: 
     source's flank inside the window is then modelled, not taken for this source's wing. With
     ``background`` False the background is held at 0: on a continuum-subtracted line image it
     is, and a free one trades against the wings (a negative background under a wider Gaussian
-    fits a noise dip around the source). Pixels outside the image are ignored. Returns None when the fit fails, finds no positive source, or
-    too few pixels are on the image.
+    fits a noise dip around the source). Pixels outside the image are ignored. Returns None when
+    the fit fails, finds no positive source, or too few pixels are on the image.
     """
     image = np.asarray(image, np.float64)
     ny, nx = image.shape

@@ -188,8 +188,9 @@ def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes:
     """Each detection's line and shape refined on the data (:mod:`dfjax.pipeline.refine`); those whose
     line SNR is under ``characterise.min_line_snr`` dropped, and of two that now share channels and
     a place (:func:`_same_source`), the one with the weaker line; with ``characterise.neighbours``,
-    each is then refined again with the others in its channels fitted alongside. Order kept. Without noise to
-    measure the beam from, the input comes back unchanged. ``psf``: the beam, when already measured."""
+    each is then refined again with the others in its channels fitted alongside, and cut and
+    merged again. Order kept. Without noise to measure the beam from, the input comes back
+    unchanged. ``psf``: the beam, when already measured."""
     psf = beam_psf(cube, config) if psf is None else psf
     if psf is None:
         return list(detections), list(shapes)
@@ -203,13 +204,9 @@ def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes:
         d = dataclasses.replace(d, z=r.z, fwhm_z=r.fwhm_z, z0=r.z - k * r.fwhm_z, z1=r.z + k * r.fwhm_z)
         kept.append((len(kept), r.line_snr, d, Morphology(x=r.x, y=r.y, fwhm_x=r.fwhm_x, fwhm_y=r.fwhm_y,
                                                           pa=r.pa)))  # fmt: skip
-    out: list[tuple[int, float, Detection, Morphology]] = []
-    for item in sorted(kept, key=lambda t: -t[1]):  # strongest line first
-        _, _, d, m = item
-        if not any(d.z0 <= e.z1 and e.z0 <= d.z1 and _same_source(o, m, config) for _, _, e, o in out):
-            out.append(item)
+    out = _merged(kept, config)
     if config.characterise.neighbours:
-        out = _refit_with_neighbours(cube, psf, out, config)
+        out = _merged(_refit_with_neighbours(cube, psf, out, config), config)
     out.sort(key=lambda t: t[0])
     return [d for _, _, d, _ in out], [m for _, _, _, m in out]
 
@@ -217,8 +214,8 @@ def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes:
 def _refit_with_neighbours(cube: np.ndarray, psf: np.ndarray, items: list[tuple[int, float, Detection, Morphology]],
                            config: PipelineConfig) -> list[tuple[int, float, Detection, Morphology]]:  # fmt: skip
     """Each source refined again, strongest first, with the others that shine in its channels
-    fitted alongside (their current shapes fixed, amplitudes free); then the line-SNR cut and
-    the merging again."""
+    fitted alongside (their current shapes fixed, amplitudes free); those now under the line-SNR
+    cut dropped."""
     k = config.spectra.emission_half_width_fwhm
     items = list(items)
     for i in range(len(items)):
@@ -232,11 +229,16 @@ def _refit_with_neighbours(cube: np.ndarray, psf: np.ndarray, items: list[tuple[
                    config=config, neighbours=neighbours)  # fmt: skip
         d = dataclasses.replace(d, z=r.z, fwhm_z=r.fwhm_z, z0=r.z - k * r.fwhm_z, z1=r.z + k * r.fwhm_z)
         items[i] = (order, r.line_snr, d, Morphology(x=r.x, y=r.y, fwhm_x=r.fwhm_x, fwhm_y=r.fwhm_y, pa=r.pa))
+    return [item for item in items if item[1] >= config.characterise.min_line_snr]
+
+
+def _merged(items: list[tuple[int, float, Detection, Morphology]], config: PipelineConfig
+            ) -> list[tuple[int, float, Detection, Morphology]]:  # fmt: skip
+    """Strongest line first, each item kept unless a kept one shares its channels and place."""
     out: list[tuple[int, float, Detection, Morphology]] = []
     for item in sorted(items, key=lambda t: -t[1]):
-        _, snr, d, m = item
-        if snr >= config.characterise.min_line_snr and not any(
-                d.z0 <= e.z1 and e.z0 <= d.z1 and _same_source(o, m, config) for _, _, e, o in out):  # fmt: skip
+        _, _, d, m = item
+        if not any(d.z0 <= e.z1 and e.z0 <= d.z1 and _same_source(o, m, config) for _, _, e, o in out):
             out.append(item)
     return out
 
