@@ -9,7 +9,7 @@ import pytest
 from scipy.signal import fftconvolve
 
 from dfjax.pipeline import PipelineConfig
-from dfjax.pipeline.characterise import Morphology
+from dfjax.pipeline.characterise import Morphology, beam_psf
 from dfjax.pipeline.config import ConfigError
 from dfjax.pipeline.detect import scan_boxes
 from dfjax.pipeline.focus import Detection
@@ -160,6 +160,16 @@ def test_line_search_separates_a_faint_source_on_a_bright_ones_flank_in_the_same
     peaks = line_search(cube, PipelineConfig().replace(**{"search.snr": 6.0}))
     near = lambda p, s: np.hypot(p.x - s[0], p.y - s[1]) <= 3 and abs(p.z - s[7]) <= 3
     assert any(near(p, bright) for p in peaks) and any(near(p, faint) for p in peaks)
+
+
+def test_the_beam_is_measured_to_its_own_reach_not_the_fit_window():
+    cube, beam = _cube([SOURCE])
+    psf = beam_psf(cube, CONFIG.replace(**{"characterise.fit_half_px": 8}))
+    assert psf.shape == beam.shape  # ± 16, the beam_half_px default: the wings a ± 8 px fit still sees
+    assert np.abs(psf - beam).max() < 0.1
+    assert beam_psf(cube, CONFIG.replace(**{"characterise.beam_half_px": 5})).shape == (11, 11)
+    with pytest.raises(ConfigError, match="beam_half_px: must be at least 2"):
+        CONFIG.replace(**{"characterise.beam_half_px": 1})
 
 
 def test_scan_boxes_tile_large_boxes_only_and_reach_their_far_edges():

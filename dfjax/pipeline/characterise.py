@@ -150,10 +150,10 @@ def estimate_morphology(
 
 
 def beam_psf(cube: np.ndarray, config: PipelineConfig = _DEFAULTS) -> np.ndarray | None:
-    """The cube's dirty beam from its noise (:func:`~dfjax.pipeline.gaussfit.noise_psf`), ± ``fit_half_px``
+    """The cube's dirty beam from its noise (:func:`~dfjax.pipeline.gaussfit.noise_psf`), ± ``beam_half_px``
     (less on a small field); None when the cube has no noise to measure it from."""
     try:
-        return noise_psf(cube, half=min(config.characterise.fit_half_px, (min(cube.shape[1:]) - 1) // 2))
+        return noise_psf(cube, half=min(config.characterise.beam_half_px, (min(cube.shape[1:]) - 1) // 2))
     except ValueError:
         return None
 

@@ -109,6 +109,7 @@ class CharacteriseConfig:
     batch_size: int = 32  # focused images per ResNet forward (the last batch is zero padded)
     method: str = "resnet"  # one of MORPHOLOGY_METHODS: x, y, FWHMs and pa from the ResNets or a beam-aware fit
     fit_half_px: int = 16  # "fit": the fitted window is ± this around the source
+    beam_half_px: int = 16  # "fit": the dirty beam is measured (and seen through) out to ± this
     fit_max_shift_px: float = 4.0  # "fit": the centre may move this far from its first estimate
     fit_background: bool = True  # "fit": a free constant background under the source (False: held at 0)
     refine_iterations: int = 0  # "fit": rounds of line refit on the matched spectrum + shape refit (refine.py)
@@ -238,6 +239,8 @@ def _validate(c: PipelineConfig) -> None:
     if c.characterise.method not in MORPHOLOGY_METHODS:
         raise ConfigError(f"pipeline.characterise.method: {c.characterise.method!r} is not one of "
                           f"{', '.join(MORPHOLOGY_METHODS)}")  # fmt: skip
+    if c.characterise.beam_half_px < 2:
+        raise ConfigError(f"pipeline.characterise.beam_half_px: must be at least 2, got {c.characterise.beam_half_px}")
     if c.characterise.fit_half_px < 4:
         raise ConfigError(f"pipeline.characterise.fit_half_px: must be at least 4, got {c.characterise.fit_half_px}")
     if c.characterise.fit_max_shift_px <= 0:

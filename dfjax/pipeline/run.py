@@ -194,25 +194,33 @@ def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes:
     psf = beam_psf(cube, config) if psf is None else psf
     if psf is None:
         return list(detections), list(shapes)
-    k = config.spectra.emission_half_width_fwhm
-    kept = []
-    for d, m in zip(detections, shapes):
-        r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
-                   config=config)  # fmt: skip
-        if r.line_snr < config.characterise.min_line_snr:
-            continue
-        d = dataclasses.replace(d, z=r.z, fwhm_z=r.fwhm_z, z0=r.z - k * r.fwhm_z, z1=r.z + k * r.fwhm_z)
-        kept.append((len(kept), r.line_snr, d, Morphology(x=r.x, y=r.y, fwhm_x=r.fwhm_x, fwhm_y=r.fwhm_y,
-                                                          pa=r.pa)))  # fmt: skip
-    out = _merged(kept, config)
+    out = _merged(_refined(cube, psf, detections, shapes, config), config)
     if config.characterise.neighbours:
         out = _merged(_refit_with_neighbours(cube, psf, out, config), config)
     out.sort(key=lambda t: t[0])
     return [d for _, _, d, _ in out], [m for _, _, _, m in out]
 
 
-def _refit_with_neighbours(cube: np.ndarray, psf: np.ndarray, items: list[tuple[int, float, Detection, Morphology]],
-                           config: PipelineConfig) -> list[tuple[int, float, Detection, Morphology]]:  # fmt: skip
+_Item = tuple[int, float, Detection, Morphology]  # (input order, line SNR, detection, shape)
+
+
+def _refined(cube: np.ndarray, psf: np.ndarray, detections: Sequence[Detection], shapes: Sequence[Morphology],
+             config: PipelineConfig) -> list[_Item]:  # fmt: skip
+    """Each detection refined (:func:`~dfjax.pipeline.refine.refine`); those under the line-SNR cut dropped."""
+    k = config.spectra.emission_half_width_fwhm
+    kept = []
+    for i, (d, m) in enumerate(zip(detections, shapes)):
+        r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
+                   config=config)  # fmt: skip
+        if r.line_snr < config.characterise.min_line_snr:
+            continue
+        d = dataclasses.replace(d, z=r.z, fwhm_z=r.fwhm_z, z0=r.z - k * r.fwhm_z, z1=r.z + k * r.fwhm_z)
+        kept.append((i, r.line_snr, d, Morphology(x=r.x, y=r.y, fwhm_x=r.fwhm_x, fwhm_y=r.fwhm_y, pa=r.pa)))
+    return kept
+
+
+def _refit_with_neighbours(cube: np.ndarray, psf: np.ndarray, items: list[_Item], config: PipelineConfig
+                           ) -> list[_Item]:  # fmt: skip
     """Each source refined again, strongest first, with the others that shine in its channels
     fitted alongside (their current shapes fixed, amplitudes free); those now under the line-SNR
     cut dropped."""
@@ -232,10 +240,9 @@ def _refit_with_neighbours(cube: np.ndarray, psf: np.ndarray, items: list[tuple[
     return [item for item in items if item[1] >= config.characterise.min_line_snr]
 
 
-def _merged(items: list[tuple[int, float, Detection, Morphology]], config: PipelineConfig
-            ) -> list[tuple[int, float, Detection, Morphology]]:  # fmt: skip
+def _merged(items: list[_Item], config: PipelineConfig) -> list[_Item]:
     """Strongest line first, each item kept unless a kept one shares its channels and place."""
-    out: list[tuple[int, float, Detection, Morphology]] = []
+    out: list[_Item] = []
     for item in sorted(items, key=lambda t: -t[1]):
         _, _, d, m = item
         if not any(d.z0 <= e.z1 and e.z0 <= d.z1 and _same_source(o, m, config) for _, _, e, o in out):
