@@ -13,6 +13,7 @@ from dfjax.pipeline.characterise import Morphology, beam_psf
 from dfjax.pipeline.config import ConfigError
 from dfjax.pipeline.detect import scan_boxes
 from dfjax.pipeline.focus import Detection
+from dfjax.pipeline.gaussfit import Neighbour
 from dfjax.pipeline.model3d import gaussian_2d
 from dfjax.pipeline.refine import fit_line, line_snr, matched_spectrum, refine
 from dfjax.pipeline.run import refine_detections
@@ -66,6 +67,20 @@ def test_matched_spectrum_is_the_profiles_amplitude_per_channel():
     # the sky's spectrum at the centre: continuum (with its slope) plus the line
     assert spectrum[30] == pytest.approx(0.5 * (1 - 0.008) + 1.0, rel=0.02)
     assert spectrum[5] == pytest.approx(0.5 * (1 - 0.108), rel=0.02)
+
+
+def test_a_neighbour_in_the_matched_spectrum_keeps_its_line_out():
+    bright = (45.0, 37.0, 4.0, 4.0, 0.0, 0.0, 4.0, 40.0, 6.0)  # 10 px away, its line at channel 40
+    cube, beam = _cube([SOURCE, bright], noise=0.0)
+    shape = {"x": 35.3, "y": 34.6, "fwhm_x": 3.0 * FWHM_PER_SIGMA, "fwhm_y": 4.5 * FWHM_PER_SIGMA, "pa": 30.0}
+    alone = matched_spectrum(cube, beam, **shape, half=16)
+    assert alone[40] > 0.3  # the neighbour's line leaks in
+    other = Neighbour(x=45.0, y=37.0, fwhm_x=4.0 * FWHM_PER_SIGMA, fwhm_y=4.0 * FWHM_PER_SIGMA, pa=0.0)
+    joint = matched_spectrum(cube, beam, **shape, half=16, neighbours=[other])
+    assert joint[40] == pytest.approx(0.5 * (1 + 0.032), abs=0.04)  # about only the source's own continuum
+    assert joint[30] == pytest.approx(0.5 * (1 - 0.008) + 1.0, rel=0.02)
+    far = Neighbour(x=300.0, y=300.0, fwhm_x=4.0, fwhm_y=4.0, pa=0.0)  # no light in the window
+    assert np.array_equal(matched_spectrum(cube, beam, **shape, half=16, neighbours=[far]), alone)
 
 
 def test_fit_line_recovers_a_line_outside_the_old_refit_limits_and_measures_its_snr():

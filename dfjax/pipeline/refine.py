@@ -52,11 +52,13 @@ class RefinedLine:
 
 
 def matched_spectrum(cube: np.ndarray, psf: np.ndarray, *, x: float, y: float, fwhm_x: float, fwhm_y: float,
-                     pa: float, half: int) -> np.ndarray:  # fmt: skip
+                     pa: float, half: int, neighbours: Sequence[Neighbour] = ()) -> np.ndarray:  # fmt: skip
     """Least-squares amplitude, per channel, of the source's profile as the beam shows it → (nz,) float64.
 
     The profile: the unit-peak Gaussian (sim.sky convention) convolved with ``psf``, over the
-    ± ``half`` pixels around (x, y) that lie on the field.
+    ± ``half`` pixels around (x, y) that lie on the field. ``neighbours`` (field pixels): other
+    sources whose profiles are fitted alongside in each channel, so that their light is not
+    counted as this source's.
     """
     nz, ny, nx = cube.shape
     ix, iy = round(x), round(y)
@@ -64,13 +66,21 @@ def matched_spectrum(cube: np.ndarray, psf: np.ndarray, *, x: float, y: float, f
     if x1 <= x0 or y1 <= y0:
         return np.zeros(nz)
     n = 2 * half + 1
-    g = gaussian_2d((n, n), x - ix + half, y - iy + half, fwhm_x, fwhm_y, pa)
-    w = signal.fftconvolve(g, psf, mode="same")[y0 - iy + half : y1 - iy + half, x0 - ix + half : x1 - ix + half]
+    crop = (slice(y0 - iy + half, y1 - iy + half), slice(x0 - ix + half, x1 - ix + half))
+    profiles = [signal.fftconvolve(gaussian_2d((n, n), s.x - ix + half, s.y - iy + half, s.fwhm_x, s.fwhm_y, s.pa),
+                                   psf, mode="same")[crop]
+                for s in [Neighbour(x=x, y=y, fwhm_x=fwhm_x, fwhm_y=fwhm_y, pa=pa), *neighbours]]  # fmt: skip
+    w = profiles[0]
     norm = float((w * w).sum())
     if not norm > 0:
         return np.zeros(nz)
     window = np.nan_to_num(np.asarray(cube[:, y0:y1, x0:x1], np.float64))
-    return np.tensordot(window, w, axes=([1, 2], [0, 1])) / norm
+    others = [o for o in profiles[1:] if np.abs(o).max() > 1e-3]  # only those whose light reaches the window
+    if not others:
+        return np.tensordot(window, w, axes=([1, 2], [0, 1])) / norm
+    a = np.stack([w, *others]).reshape(len(others) + 1, -1).T  # (pixels, 1 + K)
+    amplitudes, *_ = np.linalg.lstsq(a, window.reshape(nz, -1).T, rcond=None)
+    return amplitudes[0]
 
 
 def _continuum_subtracted(spectrum: np.ndarray, z_line: float, fwhm_z: float, min_channels: int) -> np.ndarray:
@@ -155,14 +165,15 @@ def refine(cube: np.ndarray, psf: np.ndarray, *, x: float, y: float, fwhm_x: flo
     """``characterise.refine_iterations`` rounds of line refit on the matched spectrum then shape
     refit on the new line image (module docstring). Steps that fail keep the values they had;
     the line SNR is measured on the final matched spectrum. ``neighbours`` (field pixels): other
-    sources in these channels, fitted alongside with their shapes fixed (``fit_source``)."""
+    sources in these channels, fitted alongside with their shapes fixed, in the matched spectrum
+    and in the shape fit (``fit_source``)."""
     c = config.characterise
     k = config.spectra.emission_half_width_fwhm
     half = c.fit_half_px
     state = {"x": x, "y": y, "fwhm_x": fwhm_x, "fwhm_y": fwhm_y, "pa": pa, "z": z, "fwhm_z": fwhm_z}
     for _ in range(c.refine_iterations):
         shape = {key: state[key] for key in ("x", "y", "fwhm_x", "fwhm_y", "pa")}
-        spectrum = matched_spectrum(cube, psf, **shape, half=half)
+        spectrum = matched_spectrum(cube, psf, **shape, half=half, neighbours=neighbours)
         line = fit_line(spectrum, state["z"], state["fwhm_z"], max_fwhm_chan=c.refine_max_fwhm_chan,
                         min_channels=config.spectra.min_continuum_channels)  # fmt: skip
         snr = 0.0 if line is None else line.snr
@@ -181,6 +192,6 @@ def refine(cube: np.ndarray, psf: np.ndarray, *, x: float, y: float, fwhm_x: flo
             state.update(x=fit.x + float(offset[0]), y=fit.y + float(offset[1]), fwhm_x=fit.fwhm_x,
                          fwhm_y=fit.fwhm_y, pa=fit.pa)  # fmt: skip
     shape = {key: state[key] for key in ("x", "y", "fwhm_x", "fwhm_y", "pa")}
-    spectrum = matched_spectrum(cube, psf, **shape, half=half)
+    spectrum = matched_spectrum(cube, psf, **shape, half=half, neighbours=neighbours)
     y_line = _continuum_subtracted(spectrum, state["z"], state["fwhm_z"], config.spectra.min_continuum_channels)
     return Refined(**state, line_snr=line_snr(y_line, state["z"], state["fwhm_z"]))
