@@ -32,7 +32,7 @@ from dfjax.pipeline.flux import estimate_line_flux, measure_flux
 from dfjax.pipeline.focus import Detection, focus_candidates
 from dfjax.pipeline.gaussfit import Neighbour
 from dfjax.pipeline.model3d import segmentation_mask
-from dfjax.pipeline.refine import refine
+from dfjax.pipeline.refine import Refined, refine
 from dfjax.pipeline.search import searched_detections
 from dfjax.pipeline.spectra import FWHM_PER_SIGMA, characterise_spectra
 
@@ -202,20 +202,25 @@ def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes:
 
 
 _Item = tuple[int, float, Detection, Morphology]  # (input order, line SNR, detection, shape)
+NEIGHBOUR_REACH_FWHM = 1.5  # a neighbour's line shines into channels within this many of its FWHMs
+
+
+def _item(order: int, d: Detection, r: Refined, config: PipelineConfig) -> _Item:
+    """A refined detection as an item: its line and emission range, and its shape, from ``r``."""
+    k = config.spectra.emission_half_width_fwhm
+    d = dataclasses.replace(d, z=r.z, fwhm_z=r.fwhm_z, z0=r.z - k * r.fwhm_z, z1=r.z + k * r.fwhm_z)
+    return order, r.line_snr, d, Morphology(x=r.x, y=r.y, fwhm_x=r.fwhm_x, fwhm_y=r.fwhm_y, pa=r.pa)
 
 
 def _refined(cube: np.ndarray, psf: np.ndarray, detections: Sequence[Detection], shapes: Sequence[Morphology],
              config: PipelineConfig) -> list[_Item]:  # fmt: skip
     """Each detection refined (:func:`~dfjax.pipeline.refine.refine`); those under the line-SNR cut dropped."""
-    k = config.spectra.emission_half_width_fwhm
     kept = []
     for i, (d, m) in enumerate(zip(detections, shapes)):
         r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
                    config=config)  # fmt: skip
-        if r.line_snr < config.characterise.min_line_snr:
-            continue
-        d = dataclasses.replace(d, z=r.z, fwhm_z=r.fwhm_z, z0=r.z - k * r.fwhm_z, z1=r.z + k * r.fwhm_z)
-        kept.append((i, r.line_snr, d, Morphology(x=r.x, y=r.y, fwhm_x=r.fwhm_x, fwhm_y=r.fwhm_y, pa=r.pa)))
+        if r.line_snr >= config.characterise.min_line_snr:
+            kept.append(_item(i, d, r, config))
     return kept
 
 
@@ -224,19 +229,18 @@ def _refit_with_neighbours(cube: np.ndarray, psf: np.ndarray, items: list[_Item]
     """Each source refined again, strongest first, with the others that shine in its channels
     fitted alongside (their current shapes fixed, amplitudes free); those now under the line-SNR
     cut dropped."""
-    k = config.spectra.emission_half_width_fwhm
     items = list(items)
     for i in range(len(items)):
         order, _, d, m = items[i]
         neighbours = [Neighbour(x=o.x, y=o.y, fwhm_x=o.fwhm_x, fwhm_y=o.fwhm_y, pa=o.pa)
                       for j, (_, _, e, o) in enumerate(items)
-                      if j != i and e.z - 1.5 * e.fwhm_z <= d.z1 and d.z0 <= e.z + 1.5 * e.fwhm_z]  # fmt: skip
+                      if j != i and e.z - NEIGHBOUR_REACH_FWHM * e.fwhm_z <= d.z1
+                      and d.z0 <= e.z + NEIGHBOUR_REACH_FWHM * e.fwhm_z]  # fmt: skip
         if not neighbours:
             continue
         r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
                    config=config, neighbours=neighbours)  # fmt: skip
-        d = dataclasses.replace(d, z=r.z, fwhm_z=r.fwhm_z, z0=r.z - k * r.fwhm_z, z1=r.z + k * r.fwhm_z)
-        items[i] = (order, r.line_snr, d, Morphology(x=r.x, y=r.y, fwhm_x=r.fwhm_x, fwhm_y=r.fwhm_y, pa=r.pa))
+        items[i] = _item(order, d, r, config)
     return [item for item in items if item[1] >= config.characterise.min_line_snr]
 
 
