@@ -240,8 +240,28 @@ def test_line_emission_image_removes_continuum(continuum_sources):
         box, z_range = row[BOX], row[Z]
         focused, offset = ip.spectral_focus(r["dirty_cube"], box, z_range)
         line, offset_l = ip.line_emission_image(r["dirty_cube"], box, z_range)
+        profile = (float(np.mean(z_range)), float(np.diff(z_range)[0]) / 2)  # z0, z1 = z ∓ fwhm_z
+        weighted, offset_w = ip.line_emission_image(r["dirty_cube"], box, z_range, profile=profile)
         np.testing.assert_array_equal(offset, offset_l)
+        np.testing.assert_array_equal(offset, offset_w)
         x0, y0, x1, y1 = (box - np.r_[offset, offset]).astype(int)
-        ratios.append(line[y0:y1, x0:x1].sum() / focused[y0:y1, x0:x1].sum())
-    assert abs(ratios[0]) < 0.01  # continuum only: nothing left
-    assert ratios[1] > 0.3  # a line source keeps its line
+        ratios.append([image[y0:y1, x0:x1].sum() / focused[y0:y1, x0:x1].sum() for image in (line, weighted)])
+    assert np.abs(ratios[0]).max() < 0.01  # continuum only: nothing left, summed or weighted by the line
+    assert min(ratios[1]) > 0.3  # a line source keeps its line
+
+
+def test_a_line_profile_weights_the_channels_and_a_flat_profile_is_the_sum():
+    nz, side = 32, 16
+    zz = np.arange(nz)
+    cube = np.zeros((nz, side, side), np.float32)
+    cube[:, 8, 8] = 2.0 + np.exp(-0.5 * ((zz - 16) / 1.2) ** 2)  # continuum 2 under a line at channel 16
+    box = (6, 6, 11, 11)
+    summed, _ = ip.line_emission_image(cube, box, (12, 20), size=16)
+    weighted, _ = ip.line_emission_image(cube, box, (12, 20), size=16, profile=(16.0, 2.4 * np.sqrt(2.0 * np.log(2.0))))
+    flat, _ = ip.line_emission_image(cube, box, (12, 20), size=16, profile=(16.0, 1e9))
+    line = np.exp(-0.5 * ((zz[12:21] - 16) / 1.2) ** 2)
+    assert summed[8, 8] == pytest.approx(line.sum(), rel=1e-4)
+    assert weighted[8, 8] == pytest.approx((line * line).sum(), rel=1e-4)  # continuum gone, channels × profile
+    np.testing.assert_allclose(flat, summed, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="FWHM must be positive"):
+        ip.line_emission_image(cube, box, (12, 20), profile=(16.0, 0.0))

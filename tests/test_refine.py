@@ -97,6 +97,22 @@ def test_fit_line_recovers_a_line_outside_the_old_refit_limits_and_measures_its_
     assert abs(line_snr(noise_only, 60.0, 8.0)) < 4.0
 
 
+def test_the_matched_line_snr_is_higher_on_a_line_and_unit_on_noise():
+    """The profile-weighted SNR of a Gaussian line: ~20% above the plain sum's, while on pure noise
+    both have unit spread (the same false-alarm rate at the same cut)."""
+    rng = np.random.default_rng(5)
+    z = np.arange(128.0)
+    line = 0.1 * np.exp(-0.5 * ((z - 60.0) * FWHM_PER_SIGMA / 8.0) ** 2)
+    noisy = [line + rng.normal(scale=0.1, size=z.size) for _ in range(400)]
+    plain = np.array([line_snr(s, 60.0, 8.0) for s in noisy])
+    matched = np.array([line_snr(s, 60.0, 8.0, matched=True) for s in noisy])
+    assert np.mean(matched) / np.mean(plain) == pytest.approx(1.2, abs=0.06)
+    noise = [rng.normal(scale=0.1, size=z.size) for _ in range(400)]
+    for matched_snr in (False, True):
+        snrs = np.array([line_snr(s, 60.0, 8.0, matched=matched_snr) for s in noise])
+        assert abs(snrs.mean()) < 0.2 and snrs.std() == pytest.approx(1.0, abs=0.15)
+
+
 def test_refine_finds_the_line_and_the_shape_from_poor_starts():
     cube, beam = _cube([SOURCE])
     r = refine(cube, beam, x=34.0, y=36.0, fwhm_x=15.0, fwhm_y=15.0, pa=0.0, z=28.5, fwhm_z=2.0, config=CONFIG)
@@ -105,6 +121,22 @@ def test_refine_finds_the_line_and_the_shape_from_poor_starts():
     assert sorted((r.fwhm_x, r.fwhm_y)) == pytest.approx(sorted((3.0 * FWHM_PER_SIGMA, 4.5 * FWHM_PER_SIGMA)),
                                                          rel=0.1)
     assert r.line_snr > 20
+
+
+def test_a_line_image_weighted_by_the_line_profile_measures_sizes_better():
+    """Over 20 seeds of a faint source: its matched (profile-weighted) line image has the higher
+    SNR, so the shape fitted on it is closer to the truth (median size error 0.035 against 0.050)."""
+    source = (35.3, 34.6, 3.0, 4.5, 30.0, 0.5, 0.25, 30.0, 8.0)
+    true = np.array([3.0, 4.5]) * FWHM_PER_SIGMA
+    config = CONFIG.replace(**{"characterise.fit_background": False, "characterise.fit_half_px": 8})
+    errors = {False: [], True: []}
+    for seed in range(20):
+        cube, beam = _cube([source], seed=seed)
+        for matched, found in errors.items():
+            r = refine(cube, beam, x=35.0, y=35.0, fwhm_x=9.0, fwhm_y=9.0, pa=0.0, z=30.0, fwhm_z=8.0,
+                       config=config.replace(**{"characterise.matched_line": matched}))  # fmt: skip
+            found.append(np.abs(np.log(np.sort([r.fwhm_x, r.fwhm_y]) / true)).mean())
+    assert np.median(errors[True]) < 0.85 * np.median(errors[False])
 
 
 def _detection(x, y, z, fwhm_z):

@@ -22,10 +22,12 @@ from scipy import ndimage
 from dfjax.datasets.almasim.records import COLUMN
 
 __all__ = [
-    "box_spectra", "centre_crop", "channel_range", "focus_offset", "global_snr", "integrated_image_pair",
-    "line_emission_image", "match_predictions", "minmax_normalise", "pairwise_iou_2d", "rotate_flip_crop",
-    "spectral_focus", "spectrum_pair", "standardise", "truth_boxes",
+    "FWHM_PER_SIGMA", "box_spectra", "centre_crop", "channel_range", "focus_offset", "global_snr",
+    "integrated_image_pair", "line_emission_image", "match_predictions", "minmax_normalise", "pairwise_iou_2d",
+    "rotate_flip_crop", "spectral_focus", "spectrum_pair", "standardise", "truth_boxes",
 ]  # fmt: skip
+
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # eq. 2's 2.35482
 
 
 def minmax_normalise(x: np.ndarray) -> np.ndarray:
@@ -189,7 +191,8 @@ def spectral_focus(
 
 
 def line_emission_image(
-    cube: np.ndarray, box: Sequence[float], z_range: Sequence[float], *, size: int = 64
+    cube: np.ndarray, box: Sequence[float], z_range: Sequence[float], *, size: int = 64,
+    profile: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Continuum-subtracted focused image (eq. 19, integrated over the line): → ((size, size) f32, offset).
 
@@ -202,6 +205,10 @@ def line_emission_image(
     standard errors) f ≡ 1. With no channel outside Δz, C = 0 and L = M.
     Deviation from the paper: Δz and the window stand in for the dilated 3-D
     segmentation mask of Sec. 4.4 (v–vi).
+
+    ``profile`` (z, fwhm_z): each channel of Δz is weighted by that Gaussian line (unit peak),
+    L = Σ_{z∈Δz} w_z (M_z − C·f(z)): the matched filter along frequency, whose image has a
+    higher SNR than the plain sum (by about a fifth for Δz = z ∓ FWHM) for the shape fit.
     """
     nz = cube.shape[0]
     lo, hi = channel_range(z_range, nz)
@@ -209,11 +216,19 @@ def line_emission_image(
     window = _window(cube, offset, size)  # (nz, size, size)
     in_line = np.zeros(nz, bool)
     in_line[lo : hi + 1] = True
-    line = window[in_line].sum(axis=0, dtype=np.float64)
+    z = np.arange(nz, dtype=np.float64)
+    if profile is None:
+        weights = None
+        line = window[in_line].sum(axis=0, dtype=np.float64)
+    else:
+        centre, fwhm = profile
+        if not fwhm > 0:
+            raise ValueError(f"profile: the line FWHM must be positive, got {fwhm}")
+        weights = np.exp(-0.5 * ((z[in_line] - centre) * FWHM_PER_SIGMA / fwhm) ** 2)
+        line = np.tensordot(weights, window[in_line].astype(np.float64), axes=(0, 0))
     if in_line.all():
         return line.astype(np.float32), offset
     continuum = window[~in_line].mean(axis=0, dtype=np.float64)  # C[x, y]
-    z = np.arange(nz, dtype=np.float64)
     spectrum = box_spectra(cube, np.asarray(box[:4], np.float64))[0].astype(np.float64)
     z_off, s_off = z[~in_line], spectrum[~in_line]
     f = np.ones(nz)
@@ -223,7 +238,8 @@ def line_emission_image(
         stderr = resid.std(ddof=2) / np.sqrt(len(z_off)) if len(z_off) > 2 else np.inf
         if abs(level) > 5 * stderr:
             f = 1.0 + slope / level * (z - z_off.mean())
-    return (line - continuum * f[in_line].sum()).astype(np.float32), offset
+    expected = f[in_line].sum() if weights is None else (weights * f[in_line]).sum()  # Σ w·f over Δz
+    return (line - continuum * expected).astype(np.float32), offset
 
 
 def global_snr(image: np.ndarray, box: Sequence[float], *, spread: str = "std") -> float:

@@ -115,6 +115,7 @@ class CharacteriseConfig:
     refine_iterations: int = 0  # "fit": rounds of line refit on the matched spectrum + shape refit (refine.py)
     refine_max_fwhm_chan: float = 30.0  # refined line FWHMs lie in [1, this] channels
     neighbours: bool = False  # refine_iterations > 0: each source refitted with the others in its channels alongside
+    matched_line: bool = False  # refine_iterations > 0: the line profile weights the channels (shape fit, line SNR)
     min_line_snr: float = 0.0  # refine_iterations > 0: sources whose line SNR (refine.line_snr) is under this go
     centre_window_px: int = 0  # > 0: x, y = barycentre within ± this of the box's brightest pixel (0: whole box)
     box: str = "model"  # one of BOX_SOURCES: the catalogue's 2-D box (see BOX_SOURCES)

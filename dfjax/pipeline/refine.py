@@ -17,6 +17,11 @@ Then the **line SNR**: the continuum-subtracted matched spectrum summed over the
 over its noise (the robust spread of the off-line channels × √channels). A source with
 ``line_snr`` < ``characterise.min_line_snr`` is dropped: what steps (ii)–(iii) took for a line was
 continuum or noise. Finally two sources that now sit at the same place and channels are one.
+
+With ``characterise.matched_line`` the fitted line profile weights the channels, as the matched
+filter along frequency does: the line image of step 4 is Σ w_z·(channel − continuum), and the
+line SNR Σ w_z·s(z) / (σ·√Σ w_z²) over z ∓ 1.5 FWHM. A Gaussian line's SNR is then about a fifth
+higher than on the plain sum over z ∓ FWHM, in the image that fixes the shape and in the cut.
 """
 
 from __future__ import annotations
@@ -134,15 +139,22 @@ def fit_line(spectrum: np.ndarray, z: float, fwhm_z: float, *, max_fwhm_chan: fl
     return RefinedLine(z=float(m), fwhm_z=fwhm, snr=line_snr(y, float(m), fwhm))
 
 
-def line_snr(line_spectrum: np.ndarray, z: float, fwhm_z: float) -> float:
-    """SNR of a continuum-subtracted spectrum summed over z ∓ fwhm_z: the sum over its noise,
-    the robust spread of the channels beyond ± 3 FWHM times √(channels summed)."""
+MATCHED_REACH_FWHM = 1.5  # the matched line SNR weighs the channels within this many FWHMs of the line
+
+
+def line_snr(line_spectrum: np.ndarray, z: float, fwhm_z: float, *, matched: bool = False) -> float:
+    """SNR of a continuum-subtracted spectrum's line at (z, fwhm_z) against its noise σ, the robust
+    spread of the channels beyond ± 3 FWHM: the sum over z ∓ fwhm_z over σ·√(channels summed), or
+    with ``matched`` the channels within ± ``MATCHED_REACH_FWHM`` weighted by the line's Gaussian
+    profile w, Σ w·s / (σ·√Σ w²)."""
     zz = np.arange(len(line_spectrum), dtype=np.float64)
-    inside = np.abs(zz - z) <= max(fwhm_z, 0.5)
+    width = max(fwhm_z, 0.5)
+    inside = np.abs(zz - z) <= (MATCHED_REACH_FWHM if matched else 1.0) * width
     sigma = _noise(line_spectrum[np.abs(zz - z) > 3.0 * fwhm_z])
     if not sigma > 0 or not inside.any():
         return 0.0
-    return float(line_spectrum[inside].sum() / (sigma * np.sqrt(inside.sum())))
+    w = np.exp(-0.5 * ((zz[inside] - z) * FWHM_PER_SIGMA / width) ** 2) if matched else np.ones(inside.sum())
+    return float((w * line_spectrum[inside]).sum() / (sigma * np.sqrt((w * w).sum())))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +195,8 @@ def refine(cube: np.ndarray, psf: np.ndarray, *, x: float, y: float, fwhm_x: flo
             return Refined(**state, line_snr=snr)
         z0, z1 = state["z"] - k * state["fwhm_z"], state["z"] + k * state["fwhm_z"]
         box = (round(state["x"]), round(state["y"]), round(state["x"]) + 1, round(state["y"]) + 1)
-        image, offset = line_emission_image(cube, box, (z0, z1), size=config.focus.size)
+        profile = (state["z"], state["fwhm_z"]) if c.matched_line else None
+        image, offset = line_emission_image(cube, box, (z0, z1), size=config.focus.size, profile=profile)
         local = [dataclasses.replace(o, x=o.x - float(offset[0]), y=o.y - float(offset[1])) for o in neighbours]
         fit = fit_source(image, psf, state["x"] - offset[0], state["y"] - offset[1], half=half,
                          max_shift_px=c.fit_max_shift_px, neighbours=local,
@@ -194,4 +207,4 @@ def refine(cube: np.ndarray, psf: np.ndarray, *, x: float, y: float, fwhm_x: flo
     shape = {key: state[key] for key in ("x", "y", "fwhm_x", "fwhm_y", "pa")}
     spectrum = matched_spectrum(cube, psf, **shape, half=half, neighbours=neighbours)
     y_line = _continuum_subtracted(spectrum, state["z"], state["fwhm_z"], config.spectra.min_continuum_channels)
-    return Refined(**state, line_snr=line_snr(y_line, state["z"], state["fwhm_z"]))
+    return Refined(**state, line_snr=line_snr(y_line, state["z"], state["fwhm_z"], matched=c.matched_line))

@@ -21,7 +21,12 @@ import numpy as np
 from astropy.modeling import fitting, models
 from scipy import signal
 
-from dfjax.input_pipeline.transforms import box_spectra, channel_range, standardise
+from dfjax.input_pipeline.transforms import (
+    FWHM_PER_SIGMA,
+    box_spectra,
+    channel_range,
+    standardise,
+)
 from dfjax.pipeline._apply import Model, apply_batched
 from dfjax.pipeline.config import PipelineConfig
 
@@ -29,7 +34,6 @@ __all__ = ["Candidate", "Line", "characterise_spectra", "denoise_spectra", "find
            "refit_line"]
 
 _DEFAULTS = PipelineConfig()
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # eq. 2's 2.35482
 
 
 @dataclasses.dataclass(frozen=True)
