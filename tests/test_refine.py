@@ -16,7 +16,7 @@ from dfjax.pipeline.focus import Detection
 from dfjax.pipeline.gaussfit import Neighbour
 from dfjax.pipeline.model3d import gaussian_2d
 from dfjax.pipeline.refine import fit_line, line_snr, matched_spectrum, refine
-from dfjax.pipeline.run import refine_detections
+from dfjax.pipeline.run import _merged, _refined, refine_detections
 from dfjax.pipeline.search import (
     SEARCHED,
     line_search,
@@ -164,6 +164,26 @@ def test_refine_detections_drops_lines_that_are_continuum_and_merges_one_sources
     # no noise, no beam to measure: nothing is refined or dropped
     flat = np.ones((8, 40, 40), np.float32)
     assert refine_detections(flat, detections, shapes, config) == (detections, shapes)
+
+
+def test_a_faint_source_that_drifts_onto_a_brighter_one_is_refined_again_beside_it():
+    """12 px from a source 3x brighter whose line is 8 channels away, the faint one refined alone takes
+    the bright line and flank for its own and is merged into it; refined again with the bright
+    one fitted alongside, it stays (characterise.neighbours)."""
+    bright = (30.0, 36.0, 4.0, 3.5, 20.0, 0.0, 1.0, 34.0, 9.0)
+    faint = (42.0, 36.5, 3.0, 2.5, 60.0, 0.0, 0.3, 26.0, 5.0)
+    cube, beam = _cube([bright, faint], seed=1)
+    config = CONFIG.replace(**{"characterise.fit_background": False, "characterise.fit_half_px": 8,
+                               "characterise.matched_line": True, "characterise.min_line_snr": 8.0})  # fmt: skip
+    detections = [_detection(30, 36, 34, 9), _detection(42, 36, 26, 3)]
+    shapes = [Morphology(30, 36, 9, 9, 0), Morphology(42, 36, 9, 9, 0)]
+    alone = _merged(_refined(cube, beam, detections, shapes, config), config)
+    assert [(round(m.x), round(m.y)) for *_, m in alone] == [(30, 36)]
+    found, morphology = refine_detections(cube, detections, shapes, config.replace(**{"characterise.neighbours": True}),
+                                          psf=beam)  # fmt: skip
+    assert len(found) == 2
+    assert (morphology[1].x, morphology[1].y) == pytest.approx((42.0, 36.5), abs=0.5)
+    assert found[1].z == pytest.approx(26.0, abs=1.0)
 
 
 def test_remove_continuum_takes_out_a_sloped_continuum_under_a_line():

@@ -96,7 +96,7 @@ class SearchConfig:
 
     enabled: bool = False  # needs characterise.refine_iterations > 0: the line-SNR cut judges what it finds
     snr: float = 6.0  # candidates: local maxima of the best template's matched-filter SNR at or above this
-    fwhm_px: tuple[float, float, float] = (5.0, 9.0, 14.0)  # spatial templates, intrinsic FWHM in pixels (⊛ the beam)
+    fwhm_px: tuple[float, float, float] = (5.0, 9.0, 14.0)  # spatial templates, intrinsic FWHM in pixels
     fwhm_chan: tuple[float, float, float] = (3.0, 6.0, 12.0)  # line templates, FWHM in channels
     neighbourhood: int = 7  # a candidate is the highest voxel of the (this)³ cube around it
     max_candidates: int = 64  # at most this many per cube, strongest first
@@ -114,7 +114,7 @@ class CharacteriseConfig:
     fit_background: bool = True  # "fit": a free constant background under the source (False: held at 0)
     refine_iterations: int = 0  # "fit": rounds of line refit on the matched spectrum + shape refit (refine.py)
     refine_max_fwhm_chan: float = 30.0  # refined line FWHMs lie in [1, this] channels
-    neighbours: bool = False  # refine_iterations > 0: each source refitted with the others in its channels alongside
+    neighbours: bool = False  # refine_iterations > 0: sources refitted with the others in their channels alongside
     matched_line: bool = False  # refine_iterations > 0: the line profile weights the channels (shape fit, line SNR)
     min_line_snr: float = 0.0  # refine_iterations > 0: sources whose line SNR (refine.line_snr) is under this go
     centre_window_px: int = 0  # > 0: x, y = barycentre within ± this of the box's brightest pixel (0: whole box)

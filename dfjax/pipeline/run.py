@@ -170,16 +170,21 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
     return sources
 
 
-def _same_source(a: Morphology, b: Morphology, config: PipelineConfig) -> bool:
-    """Whether ``b``'s centre lies within ``focus.deblend_distance_px`` of ``a``'s or inside ``a``'s
-    Gaussian down to ``characterise.box_level`` of its peak (``a``'s catalogue box ellipse)."""
-    dx, dy = b.x - a.x, b.y - a.y
-    if np.hypot(dx, dy) <= config.focus.deblend_distance_px:
-        return True
+def _within(a: Morphology, x: float, y: float, level: float) -> bool:
+    """Whether (x, y) lies inside ``a``'s Gaussian down to ``level`` of its peak."""
+    dx, dy = x - a.x, y - a.y
     c, s = np.cos(np.deg2rad(a.pa)), np.sin(np.deg2rad(a.pa))
     sx, sy = (max(v, 1e-3) / FWHM_PER_SIGMA for v in (a.fwhm_x, a.fwhm_y))
     r2 = ((dx * c - dy * s) / sx) ** 2 + ((dx * s + dy * c) / sy) ** 2
-    return bool(np.exp(-0.5 * r2) >= config.characterise.box_level)
+    return bool(np.exp(-0.5 * r2) >= level)
+
+
+def _same_source(a: Morphology, b: Morphology, config: PipelineConfig) -> bool:
+    """Whether ``b``'s centre lies within ``focus.deblend_distance_px`` of ``a``'s or inside ``a``'s
+    Gaussian down to ``characterise.box_level`` of its peak (``a``'s catalogue box ellipse)."""
+    if np.hypot(b.x - a.x, b.y - a.y) <= config.focus.deblend_distance_px:
+        return True
+    return _within(a, b.x, b.y, config.characterise.box_level)
 
 
 def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes: Sequence[Morphology],
@@ -187,15 +192,17 @@ def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes:
                       ) -> tuple[list[Detection], list[Morphology]]:  # fmt: skip
     """Each detection's line and shape refined on the data (:mod:`dfjax.pipeline.refine`); those whose
     line SNR is under ``characterise.min_line_snr`` dropped, and of two that now share channels and
-    a place (:func:`_same_source`), the one with the weaker line; with ``characterise.neighbours``,
-    each is then refined again with the others in its channels fitted alongside, and cut and
-    merged again. Order kept. Without noise to measure the beam from, the input comes back
+    a place (:func:`_same_source`), the one with the weaker line. With ``characterise.neighbours``,
+    the detections no kept source accounts for are refined again beside the kept ones
+    (:func:`_retried`), then each source is refined again with the others in its channels fitted
+    alongside, and cut and merged again. Order kept. Without noise to measure the beam from, the input comes back
     unchanged. ``psf``: the beam, when already measured."""
     psf = beam_psf(cube, config) if psf is None else psf
     if psf is None:
         return list(detections), list(shapes)
     out = _merged(_refined(cube, psf, detections, shapes, config), config)
     if config.characterise.neighbours:
+        out = _merged(out + _retried(cube, psf, detections, shapes, out, config), config)
         out = _merged(_refit_with_neighbours(cube, psf, out, config), config)
     out.sort(key=lambda t: t[0])
     return [d for _, _, d, _ in out], [m for _, _, _, m in out]
@@ -232,16 +239,43 @@ def _refit_with_neighbours(cube: np.ndarray, psf: np.ndarray, items: list[_Item]
     items = list(items)
     for i in range(len(items)):
         order, _, d, m = items[i]
-        neighbours = [Neighbour(x=o.x, y=o.y, fwhm_x=o.fwhm_x, fwhm_y=o.fwhm_y, pa=o.pa)
-                      for j, (_, _, e, o) in enumerate(items)
-                      if j != i and e.z - NEIGHBOUR_REACH_FWHM * e.fwhm_z <= d.z1
-                      and d.z0 <= e.z + NEIGHBOUR_REACH_FWHM * e.fwhm_z]  # fmt: skip
+        neighbours = _neighbours(d, items[:i] + items[i + 1 :])
         if not neighbours:
             continue
         r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
                    config=config, neighbours=neighbours)  # fmt: skip
         items[i] = _item(order, d, r, config)
     return [item for item in items if item[1] >= config.characterise.min_line_snr]
+
+
+def _neighbours(d: Detection, others: Sequence[_Item]) -> list[Neighbour]:
+    """The shapes of ``others`` whose lines shine into ``d``'s emission range."""
+    return [Neighbour(x=o.x, y=o.y, fwhm_x=o.fwhm_x, fwhm_y=o.fwhm_y, pa=o.pa) for _, _, e, o in others
+            if e.z - NEIGHBOUR_REACH_FWHM * e.fwhm_z <= d.z1 and d.z0 <= e.z + NEIGHBOUR_REACH_FWHM * e.fwhm_z]
+
+
+def _retried(cube: np.ndarray, psf: np.ndarray, detections: Sequence[Detection], shapes: Sequence[Morphology],
+             kept: list[_Item], config: PipelineConfig) -> list[_Item]:  # fmt: skip
+    """The detections no kept source accounts for, refined again from their first guess with the kept
+    sources in their channels fitted alongside; those under the line-SNR cut dropped.
+
+    A faint source near a brighter one, fitted alone, takes the brighter one's line and flank for
+    its own and drifts onto it, where it is merged away. A detection is accounted for when its
+    first guess lies inside a kept source's FWHM ellipse in shared channels; one with no kept
+    source in its channels would only repeat its first refinement.
+    """
+    out = []
+    for i, (d, m) in enumerate(zip(detections, shapes)):
+        if any(d.z0 <= e.z1 and e.z0 <= d.z1 and _within(o, m.x, m.y, 0.5) for _, _, e, o in kept):
+            continue
+        neighbours = _neighbours(d, kept)
+        if not neighbours:
+            continue
+        r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
+                   config=config, neighbours=neighbours)  # fmt: skip
+        if r.line_snr >= config.characterise.min_line_snr:
+            out.append(_item(i, d, r, config))
+    return out
 
 
 def _merged(items: list[_Item], config: PipelineConfig) -> list[_Item]:
