@@ -210,6 +210,7 @@ def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes:
 
 _Item = tuple[int, float, Detection, Morphology]  # (input order, line SNR, detection, shape)
 NEIGHBOUR_REACH_FWHM = 1.5  # a neighbour's line shines into channels within this many of its FWHMs
+ACCOUNTED_LEVEL = 0.5  # a detection whose first guess is inside a kept source's Gaussian above this is that source's
 
 
 def _item(order: int, d: Detection, r: Refined, config: PipelineConfig) -> _Item:
@@ -266,7 +267,7 @@ def _retried(cube: np.ndarray, psf: np.ndarray, detections: Sequence[Detection],
     """
     out = []
     for i, (d, m) in enumerate(zip(detections, shapes)):
-        if any(d.z0 <= e.z1 and e.z0 <= d.z1 and _within(o, m.x, m.y, 0.5) for _, _, e, o in kept):
+        if any(d.z0 <= e.z1 and e.z0 <= d.z1 and _within(o, m.x, m.y, ACCOUNTED_LEVEL) for _, _, e, o in kept):
             continue
         neighbours = _neighbours(d, kept)
         if not neighbours:
