@@ -195,8 +195,8 @@ def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes:
     a place (:func:`_same_source`), the one with the weaker line. With ``characterise.neighbours``,
     the detections no kept source accounts for are refined again beside the kept ones
     (:func:`_retried`), then each source is refined again with the others in its channels fitted
-    alongside, and cut and merged again. Order kept. Without noise to measure the beam from, the input comes back
-    unchanged. ``psf``: the beam, when already measured."""
+    alongside, and cut and merged again. Order kept. Without noise to measure the beam from, the
+    input comes back unchanged. ``psf``: the beam, when already measured."""
     psf = beam_psf(cube, config) if psf is None else psf
     if psf is None:
         return list(detections), list(shapes)
