@@ -15,13 +15,23 @@ from dfjax.pipeline.detect import scan_boxes
 from dfjax.pipeline.focus import Detection
 from dfjax.pipeline.gaussfit import Neighbour
 from dfjax.pipeline.model3d import gaussian_2d
-from dfjax.pipeline.refine import fit_line, line_snr, matched_spectrum, refine
+from dfjax.pipeline.refine import (
+    fit_line,
+    line_snr,
+    matched_noise_gain,
+    matched_spectrum,
+    refine,
+)
 from dfjax.pipeline.run import _merged, _refined, refine_detections
 from dfjax.pipeline.search import (
+    RESIDUAL,
     SEARCHED,
+    channel_noise,
     line_search,
     remove_continuum,
+    residual_search,
     searched_detections,
+    source_line_model,
 )
 
 FWHM_PER_SIGMA = 2.3548200450309493
@@ -111,6 +121,41 @@ def test_the_matched_line_snr_is_higher_on_a_line_and_unit_on_noise():
     for matched_snr in (False, True):
         snrs = np.array([line_snr(s, 60.0, 8.0, matched=matched_snr) for s in noise])
         assert abs(snrs.mean()) < 0.2 and snrs.std() == pytest.approx(1.0, abs=0.15)
+
+
+def test_the_beam_line_noise_is_unit_on_noise_and_blind_to_another_sources_line():
+    """line_noise 'beam': the pixel noise through the matched filter, with the beam as the noise's
+    correlation, is the matched spectrum's noise; unlike the spread of the spectrum's own off-line
+    channels, it does not grow when another source at the same place shines in other channels."""
+    cube, beam = _cube([], seed=3)
+    noise = channel_noise(cube)
+    assert noise.shape == (NZ,) and np.all(noise > 0)
+    rng = np.random.default_rng(0)
+    snrs = []
+    for _ in range(300):
+        x, y, fwhm_x, fwhm_y, z = *rng.uniform(12, 60, 2), *rng.uniform(4, 12, 2), rng.uniform(28, 36)
+        spectrum = matched_spectrum(cube, beam, x=x, y=y, fwhm_x=fwhm_x, fwhm_y=fwhm_y, pa=0.0, half=8)
+        gain = matched_noise_gain(cube.shape[1:], beam, x=x, y=y, fwhm_x=fwhm_x, fwhm_y=fwhm_y, pa=0.0, half=8)
+        line = spectrum - np.polyval(np.polyfit(np.arange(NZ)[np.abs(np.arange(NZ) - z) > 12],
+                                                spectrum[np.abs(np.arange(NZ) - z) > 12], 1), np.arange(NZ))  # fmt: skip
+        snrs.append(line_snr(line, z, 4.0, matched=True, noise=noise * gain))
+    assert abs(np.mean(snrs)) < 0.3 and np.std(snrs) == pytest.approx(1.0, abs=0.12)
+
+    faint = (30.0, 36.0, 3.0, 2.5, 20.0, 0.0, 0.25, 20.0, 5.0)
+    bright = (32.0, 37.0, 4.0, 3.0, 60.0, 0.0, 1.0, 55.0, 4.0)  # 2 px away, its line 35 channels off
+    config = CONFIG.replace(**{"characterise.fit_background": False, "characterise.fit_half_px": 8,
+                               "characterise.matched_line": True})  # fmt: skip
+    start = {"x": 30.0, "y": 36.0, "fwhm_x": 7.0, "fwhm_y": 6.0, "pa": 20.0, "z": 20.0, "fwhm_z": 5.0}
+    snr = {}
+    for sources in ((faint,), (faint, bright)):
+        cube, beam = _cube(list(sources), seed=1)
+        snr["channels", len(sources)] = refine(cube, beam, **start, config=config).line_snr
+        snr["beam", len(sources)] = refine(cube, beam, **start, config=config.replace(**{"characterise.line_noise": "beam"}),
+                                           channel_noise=channel_noise(cube)).line_snr  # fmt: skip
+    assert snr["channels", 2] < 0.3 * snr["channels", 1]  # the bright line counted as noise
+    assert snr["beam", 2] > 0.75 * snr["beam", 1] and snr["beam", 2] > 15
+    with pytest.raises(ValueError, match="needs the cube's channel_noise"):
+        refine(cube, beam, **start, config=config.replace(**{"characterise.line_noise": "beam"}))
 
 
 def test_refine_finds_the_line_and_the_shape_from_poor_starts():
@@ -229,6 +274,47 @@ def test_line_search_separates_a_faint_source_on_a_bright_ones_flank_in_the_same
     assert any(near(p, bright) for p in peaks) and any(near(p, faint) for p in peaks)
 
 
+def test_the_source_line_model_is_the_sources_as_the_beam_shows_them():
+    sources = [(24.0, 30.0, 3.0, 4.0, 30.0, 0.0, 0.8, 20.0, 6.0), (46.0, 40.0, 2.0, 2.0, 0.0, 0.0, 0.3, 24.0, 4.0)]
+    cube, beam = _cube(sources, noise=0.0)
+    fitted = [(_detection(x, y, z, fwhm_z), Morphology(x, y, sx * FWHM_PER_SIGMA, sy * FWHM_PER_SIGMA, pa))
+              for x, y, sx, sy, pa, _, _, z, fwhm_z in sources]  # fmt: skip
+    model = source_line_model(cube, beam, fitted)
+    assert model.shape == cube.shape and model.dtype == np.float32
+    assert np.abs(cube - model).max() < 1e-3 * np.abs(cube).max()  # the amplitudes: each line's peak
+    assert not source_line_model(cube, beam, []).any()
+    # in noise, the search of what is left finds neither source again
+    cube, beam = _cube(sources, seed=2)
+    near = lambda p, s: np.hypot(p.x - s[0], p.y - s[1]) <= 3 and abs(p.z - s[7]) <= 3
+    config = PipelineConfig().replace(**{"search.snr": 6.0})
+    assert all(any(near(p, s) for p in line_search(cube, config)) for s in sources)
+    assert not any(near(p, s) for p in residual_search(cube, beam, fitted, config) for s in sources)
+
+
+def test_the_residual_search_finds_a_faint_source_on_a_bright_ones_shoulder():
+    """13 px from a source 3x brighter and 4x larger, its line 7 channels away, the faint one is no
+    local maximum of the search's filtered cube, only a shoulder of the bright one's peak; with the
+    bright one subtracted it is a peak of its own (search.residual)."""
+    bright = (30.0, 36.0, 6.0, 5.0, 0.0, 0.0, 1.0, 34.0, 9.0)
+    faint = (43.0, 37.0, 3.0, 2.5, 30.0, 0.0, 0.35, 27.0, 6.0)
+    cube, beam = _cube([bright, faint], seed=1)
+    config = CONFIG.replace(**{"characterise.fit_background": False, "characterise.fit_half_px": 8,
+                               "characterise.matched_line": True, "characterise.min_line_snr": 10.0,
+                               "characterise.neighbours": True, "search.enabled": True})  # fmt: skip
+    near = lambda x, y, z, s: np.hypot(x - s[0], y - s[1]) <= 3 and abs(z - s[7]) <= 3
+    peaks = line_search(cube, config)
+    assert any(near(p.x, p.y, p.z, bright) for p in peaks) and not any(near(p.x, p.y, p.z, faint) for p in peaks)
+    detections, shapes = searched_detections(cube, config)
+    found, morphology = refine_detections(cube, detections, shapes, config, psf=beam)
+    assert [(round(m.x), round(m.y)) for m in morphology] == [(30, 36)]
+    found, morphology = refine_detections(cube, detections, shapes, config.replace(**{"search.residual": True}),
+                                          psf=beam)  # fmt: skip
+    assert len(found) == 2 and found[1].flags == frozenset({SEARCHED, RESIDUAL})  # new sources come last
+    assert (morphology[0].x, morphology[0].y) == pytest.approx((30.0, 36.0), abs=0.5)
+    assert (morphology[1].x, morphology[1].y) == pytest.approx((43.0, 37.0), abs=0.7)
+    assert found[1].z == pytest.approx(27.0, abs=1.5)
+
+
 def test_the_beam_is_measured_to_its_own_reach_not_the_fit_window():
     cube, beam = _cube([SOURCE])
     psf = beam_psf(cube, CONFIG.replace(**{"characterise.fit_half_px": 8}))
@@ -264,6 +350,10 @@ def test_refinement_config_is_validated():
         PipelineConfig().replace(**{"search.enabled": True})
     with pytest.raises(ConfigError, match="characterise.neighbours: .* needs characterise.refine_iterations"):
         PipelineConfig().replace(**{"characterise.neighbours": True})
+    with pytest.raises(ConfigError, match="line_noise: 'mad' is not one of channels, beam"):
+        CONFIG.replace(**{"characterise.line_noise": "mad"})
+    with pytest.raises(ConfigError, match="search.residual: .* needs search.enabled"):
+        CONFIG.replace(**{"search.residual": True})
     with pytest.raises(ConfigError, match=r"search.fwhm_px: expected a list of 3 values"):
         PipelineConfig.from_dict({"search": {"fwhm_px": [5.0, 9.0]}})
     with pytest.raises(ConfigError, match="search.fwhm_chan: every template FWHM must be positive"):

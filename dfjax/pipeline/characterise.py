@@ -131,7 +131,8 @@ def estimate_morphology(
             raise ValueError("characterise.method 'fit' needs the cube")
         first = estimate_morphology(resnet_fwhm_x, resnet_fwhm_y, resnet_pa, detections,
                                     config.replace(**{"characterise.method": "resnet", "characterise.refine_iterations": 0,
-                                                      "characterise.neighbours": False, "search.enabled": False}))  # fmt: skip
+                                                      "characterise.neighbours": False, "search.enabled": False,
+                                                      "search.residual": False}))  # fmt: skip
         if config.characterise.refine_iterations > 0:
             return first  # refinement (pipeline.refine) fits the shapes, from these
         return fit_morphology(cube, detections, first, config)

@@ -30,6 +30,13 @@ FOCUS_MODES: tuple[str, ...] = ("paper", "lines")
 line is its own source, placed at its own focused image's peak (one line per source, as Table 1 draws
 them), with duplicates — same place, overlapping channels — dropped."""
 
+LINE_NOISES: tuple[str, ...] = ("channels", "beam")
+"""Refinement's line SNR (``characterise.refine_iterations`` > 0): its noise is ``channels``, the
+robust spread of the matched spectrum's own channels beyond ± 3 FWHM of the line, or ``beam``, the
+cube's per-channel pixel noise propagated through the matched filter with the beam as the noise's
+correlation (:func:`dfjax.pipeline.refine.matched_noise_gain`): no other source's line in the
+spectrum inflates it."""
+
 MORPHOLOGY_METHODS: tuple[str, ...] = ("resnet", "fit")
 """Step (iv): ``resnet``, the paper's three ResNets on the focused image; ``fit``, a 2-D Gaussian
 convolved with the cube's own dirty beam, fitted to the continuum-subtracted line image
@@ -100,6 +107,7 @@ class SearchConfig:
     fwhm_chan: tuple[float, float, float] = (3.0, 6.0, 12.0)  # line templates, FWHM in channels
     neighbourhood: int = 7  # a candidate is the highest voxel of the (this)³ cube around it
     max_candidates: int = 64  # at most this many per cube, strongest first
+    residual: bool = False  # then searched again with the refined sources subtracted (a bright one's shoulders)
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,7 @@ class CharacteriseConfig:
     refine_max_fwhm_chan: float = 30.0  # refined line FWHMs lie in [1, this] channels
     neighbours: bool = False  # refine_iterations > 0: sources refitted with the others in their channels alongside
     matched_line: bool = False  # refine_iterations > 0: the line profile weights the channels (shape fit, line SNR)
+    line_noise: str = "channels"  # one of LINE_NOISES: the line SNR's noise, from the off-line channels or the beam
     min_line_snr: float = 0.0  # refine_iterations > 0: sources whose line SNR (refine.line_snr) is under this go
     centre_window_px: int = 0  # > 0: x, y = barycentre within ± this of the box's brightest pixel (0: whole box)
     box: str = "model"  # one of BOX_SOURCES: the catalogue's 2-D box (see BOX_SOURCES)
@@ -240,6 +249,9 @@ def _validate(c: PipelineConfig) -> None:
     if c.characterise.method not in MORPHOLOGY_METHODS:
         raise ConfigError(f"pipeline.characterise.method: {c.characterise.method!r} is not one of "
                           f"{', '.join(MORPHOLOGY_METHODS)}")  # fmt: skip
+    if c.characterise.line_noise not in LINE_NOISES:
+        raise ConfigError(f"pipeline.characterise.line_noise: {c.characterise.line_noise!r} is not one of "
+                          f"{', '.join(LINE_NOISES)}")  # fmt: skip
     if c.characterise.beam_half_px < 2:
         raise ConfigError(f"pipeline.characterise.beam_half_px: must be at least 2, got {c.characterise.beam_half_px}")
     if c.characterise.fit_half_px < 4:
@@ -281,6 +293,9 @@ def _validate_search(c: PipelineConfig) -> None:
     if s.enabled and c.characterise.refine_iterations < 1:
         raise ConfigError("pipeline.search.enabled: the search's candidates are judged by refinement's line-SNR "
                           "cut, so it needs characterise.refine_iterations > 0")  # fmt: skip
+    if s.residual and not s.enabled:
+        raise ConfigError("pipeline.search.residual: searching the cube with the found sources subtracted "
+                          "needs search.enabled")  # fmt: skip
     if s.snr <= 0:
         raise ConfigError(f"pipeline.search.snr: must be positive, got {s.snr}")
     for path, values in (("search.fwhm_px", s.fwhm_px), ("search.fwhm_chan", s.fwhm_chan)):

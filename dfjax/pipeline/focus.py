@@ -61,8 +61,9 @@ class Detection:
     range (channels, inclusive after rounding), ``z`` and ``fwhm_z`` its line;
     ``image`` (size, size) float32 the focused image (not normalised) and
     ``offset`` (2,) int64 the field (x, y) of its pixel (0, 0); ``snr`` the
-    focused global SNR (eq. 17); ``flags`` ⊆ {"blended", "deblended", "searched"} ("searched":
-    found by the line search, :mod:`dfjax.pipeline.search`).
+    focused global SNR (eq. 17); ``flags`` ⊆ {"blended", "deblended", "residual", "searched"}
+    ("searched": found by the line search, :mod:`dfjax.pipeline.search`; "residual": by its
+    second pass, with the first sources subtracted).
     """
 
     box: tuple[int, int, int, int]

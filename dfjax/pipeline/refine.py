@@ -22,6 +22,12 @@ With ``characterise.matched_line`` the fitted line profile weights the channels,
 filter along frequency does: the line image of step 4 is Σ w_z·(channel − continuum), and the
 line SNR Σ w_z·s(z) / (σ·√Σ w_z²) over z ∓ 1.5 FWHM. A Gaussian line's SNR is then about a fifth
 higher than on the plain sum over z ∓ FWHM, in the image that fixes the shape and in the cut.
+
+With ``characterise.line_noise: beam`` the line SNR's noise is not measured on the spectrum's
+own off-line channels — where the lines of other sources at the same place, in other channels,
+inflate it — but propagated from the cube's per-channel pixel noise through the matched filter
+(:func:`matched_noise_gain`): the noise of a dirty image is correlated like the beam, and the
+least-squares amplitude's variance follows from it, neighbours fitted alongside included.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from dfjax.pipeline.gaussfit import Neighbour, fit_source
 from dfjax.pipeline.model3d import gaussian_2d
 from dfjax.pipeline.spectra import FWHM_PER_SIGMA
 
-__all__ = ["Refined", "RefinedLine", "fit_line", "line_snr", "matched_spectrum", "refine"]
+__all__ = ["Refined", "RefinedLine", "fit_line", "line_snr", "matched_noise_gain", "matched_spectrum", "refine"]
 
 _DEFAULTS = PipelineConfig()
 MAD_TO_STD = 1.4826
@@ -65,27 +71,58 @@ def matched_spectrum(cube: np.ndarray, psf: np.ndarray, *, x: float, y: float, f
     sources whose profiles are fitted alongside in each channel, so that their light is not
     counted as this source's.
     """
-    nz, ny, nx = cube.shape
-    ix, iy = round(x), round(y)
-    x0, x1, y0, y1 = max(ix - half, 0), min(ix + half + 1, nx), max(iy - half, 0), min(iy + half + 1, ny)
-    if x1 <= x0 or y1 <= y0:
+    nz = cube.shape[0]
+    window_profiles = _profiles(cube.shape[1:], psf, Neighbour(x=x, y=y, fwhm_x=fwhm_x, fwhm_y=fwhm_y, pa=pa),
+                                neighbours, half)  # fmt: skip
+    if window_profiles is None:
         return np.zeros(nz)
-    n = 2 * half + 1
-    crop = (slice(y0 - iy + half, y1 - iy + half), slice(x0 - ix + half, x1 - ix + half))
-    profiles = [signal.fftconvolve(gaussian_2d((n, n), s.x - ix + half, s.y - iy + half, s.fwhm_x, s.fwhm_y, s.pa),
-                                   psf, mode="same")[crop]
-                for s in [Neighbour(x=x, y=y, fwhm_x=fwhm_x, fwhm_y=fwhm_y, pa=pa), *neighbours]]  # fmt: skip
-    w = profiles[0]
+    (y0, y1, x0, x1), w, others = window_profiles
     norm = float((w * w).sum())
-    if not norm > 0:
-        return np.zeros(nz)
     window = np.nan_to_num(np.asarray(cube[:, y0:y1, x0:x1], np.float64))
-    others = [o for o in profiles[1:] if np.abs(o).max() > 1e-3]  # only those whose light reaches the window
     if not others:
         return np.tensordot(window, w, axes=([1, 2], [0, 1])) / norm
     a = np.stack([w, *others]).reshape(len(others) + 1, -1).T  # (pixels, 1 + K)
     amplitudes, *_ = np.linalg.lstsq(a, window.reshape(nz, -1).T, rcond=None)
     return amplitudes[0]
+
+
+def _profiles(field: tuple[int, int], psf: np.ndarray, source: Neighbour, neighbours: Sequence[Neighbour], half: int
+              ) -> tuple[tuple[int, int, int, int], np.ndarray, list[np.ndarray]] | None:  # fmt: skip
+    """The window (y0, y1, x0, x1) of ± ``half`` px around ``source`` on a (ny, nx) field, and the
+    source's and the ``neighbours``' profiles there (Gaussian ⊛ ``psf``; only neighbours whose
+    light reaches the window); None when the window is off the field or the profile is 0."""
+    ny, nx = field
+    ix, iy = round(source.x), round(source.y)
+    x0, x1, y0, y1 = max(ix - half, 0), min(ix + half + 1, nx), max(iy - half, 0), min(iy + half + 1, ny)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    n = 2 * half + 1
+    crop = (slice(y0 - iy + half, y1 - iy + half), slice(x0 - ix + half, x1 - ix + half))
+    profiles = [signal.fftconvolve(gaussian_2d((n, n), s.x - ix + half, s.y - iy + half, s.fwhm_x, s.fwhm_y, s.pa),
+                                   psf, mode="same")[crop]
+                for s in [source, *neighbours]]  # fmt: skip
+    if not (profiles[0] ** 2).sum() > 0:
+        return None
+    return (y0, y1, x0, x1), profiles[0], [o for o in profiles[1:] if np.abs(o).max() > 1e-3]
+
+
+def matched_noise_gain(field: tuple[int, int], psf: np.ndarray, *, x: float, y: float, fwhm_x: float,
+                       fwhm_y: float, pa: float, half: int, neighbours: Sequence[Neighbour] = ()) -> float:
+    """The noise of :func:`matched_spectrum` (same arguments, the (ny, nx) field for the cube) over
+    the pixel noise: √[(AᵀA)⁻¹ Aᵀ R A (AᵀA)⁻¹]₀₀, A the profiles, R the pixels' noise correlation.
+
+    A dirty image's noise is correlated like its beam, so R·a is a profile ⊛ ``psf`` (the beam,
+    unit peak) on the window; 0 where the matched spectrum is 0.
+    """
+    window_profiles = _profiles(field, psf, Neighbour(x=x, y=y, fwhm_x=fwhm_x, fwhm_y=fwhm_y, pa=pa), neighbours,
+                                half)  # fmt: skip
+    if window_profiles is None:
+        return 0.0
+    _, w, others = window_profiles
+    a = np.stack([p.ravel() for p in (w, *others)], axis=1)
+    ra = np.stack([signal.fftconvolve(p, psf, mode="same").ravel() for p in (w, *others)], axis=1)
+    inverse = np.linalg.pinv(a.T @ a)
+    return float(np.sqrt(max((inverse @ (a.T @ ra) @ inverse)[0, 0], 0.0)))
 
 
 def _continuum_subtracted(spectrum: np.ndarray, z_line: float, fwhm_z: float, min_channels: int) -> np.ndarray:
@@ -142,19 +179,23 @@ def fit_line(spectrum: np.ndarray, z: float, fwhm_z: float, *, max_fwhm_chan: fl
 MATCHED_REACH_FWHM = 1.5  # the matched line SNR weighs the channels within this many FWHMs of the line
 
 
-def line_snr(line_spectrum: np.ndarray, z: float, fwhm_z: float, *, matched: bool = False) -> float:
+def line_snr(line_spectrum: np.ndarray, z: float, fwhm_z: float, *, matched: bool = False,
+             noise: np.ndarray | None = None) -> float:  # fmt: skip
     """SNR of a continuum-subtracted spectrum's line at (z, fwhm_z) against its noise σ, the robust
     spread of the channels beyond ± 3 FWHM: the sum over z ∓ fwhm_z over σ·√(channels summed), or
     with ``matched`` the channels within ± ``MATCHED_REACH_FWHM`` weighted by the line's Gaussian
-    profile w, Σ w·s / (σ·√Σ w²)."""
+    profile w, Σ w·s / (σ·√Σ w²). ``noise`` (nz,): each channel's σ, known, instead."""
     zz = np.arange(len(line_spectrum), dtype=np.float64)
     width = max(fwhm_z, 0.5)
     inside = np.abs(zz - z) <= (MATCHED_REACH_FWHM if matched else 1.0) * width
-    sigma = _noise(line_spectrum[np.abs(zz - z) > 3.0 * fwhm_z])
-    if not sigma > 0 or not inside.any():
+    if noise is None:
+        sigma = np.full(len(zz), _noise(line_spectrum[np.abs(zz - z) > 3.0 * fwhm_z]))
+    else:
+        sigma = np.asarray(noise, np.float64)
+    if not inside.any() or not np.all(sigma[inside] > 0):
         return 0.0
     w = np.exp(-0.5 * ((zz[inside] - z) * FWHM_PER_SIGMA / width) ** 2) if matched else np.ones(inside.sum())
-    return float((w * line_spectrum[inside]).sum() / (sigma * np.sqrt((w * w).sum())))
+    return float((w * line_spectrum[inside]).sum() / np.sqrt((w * w * sigma[inside] ** 2).sum()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,14 +213,17 @@ class Refined:
 
 
 def refine(cube: np.ndarray, psf: np.ndarray, *, x: float, y: float, fwhm_x: float, fwhm_y: float, pa: float,
-           z: float, fwhm_z: float, config: PipelineConfig = _DEFAULTS, neighbours: Sequence[Neighbour] = ()
-           ) -> Refined:  # fmt: skip
+           z: float, fwhm_z: float, config: PipelineConfig = _DEFAULTS, neighbours: Sequence[Neighbour] = (),
+           channel_noise: np.ndarray | None = None) -> Refined:  # fmt: skip
     """``characterise.refine_iterations`` rounds of line refit on the matched spectrum then shape
     refit on the new line image (module docstring). Steps that fail keep the values they had;
     the line SNR is measured on the final matched spectrum. ``neighbours`` (field pixels): other
     sources in these channels, fitted alongside with their shapes fixed, in the matched spectrum
-    and in the shape fit (``fit_source``)."""
+    and in the shape fit (``fit_source``). ``channel_noise`` (nz,): the cube's pixel noise per
+    channel (:func:`dfjax.pipeline.search.channel_noise`), needed by ``line_noise: beam``."""
     c = config.characterise
+    if c.line_noise == "beam" and channel_noise is None:
+        raise ValueError("characterise.line_noise 'beam' needs the cube's channel_noise")
     k = config.spectra.emission_half_width_fwhm
     half = c.fit_half_px
     state = {"x": x, "y": y, "fwhm_x": fwhm_x, "fwhm_y": fwhm_y, "pa": pa, "z": z, "fwhm_z": fwhm_z}
@@ -207,4 +251,8 @@ def refine(cube: np.ndarray, psf: np.ndarray, *, x: float, y: float, fwhm_x: flo
     shape = {key: state[key] for key in ("x", "y", "fwhm_x", "fwhm_y", "pa")}
     spectrum = matched_spectrum(cube, psf, **shape, half=half, neighbours=neighbours)
     y_line = _continuum_subtracted(spectrum, state["z"], state["fwhm_z"], config.spectra.min_continuum_channels)
-    return Refined(**state, line_snr=line_snr(y_line, state["z"], state["fwhm_z"], matched=c.matched_line))
+    noise = None
+    if c.line_noise == "beam":
+        noise = channel_noise * matched_noise_gain(cube.shape[1:], psf, **shape, half=half, neighbours=neighbours)
+    snr = line_snr(y_line, state["z"], state["fwhm_z"], matched=c.matched_line, noise=noise)
+    return Refined(**state, line_snr=snr)

@@ -33,7 +33,14 @@ from dfjax.pipeline.focus import Detection, focus_candidates
 from dfjax.pipeline.gaussfit import Neighbour
 from dfjax.pipeline.model3d import segmentation_mask
 from dfjax.pipeline.refine import Refined, refine
-from dfjax.pipeline.search import searched_detections
+from dfjax.pipeline.search import (
+    RESIDUAL,
+    SEARCHED,
+    channel_noise,
+    peak_detections,
+    residual_search,
+    searched_detections,
+)
 from dfjax.pipeline.spectra import FWHM_PER_SIGMA, characterise_spectra
 
 __all__ = ["MODEL_NAMES", "Models", "Source", "catalogue_rows", "refine_detections", "run_pipeline"]
@@ -53,8 +60,9 @@ class Source:
     target units, Jy km/s for almasim-trained models); line_flux_measured
     cube-units · channels · pixels / beam_area_px (see :mod:`dfjax.pipeline.flux`);
     snr the focused global SNR (eq. 17); box (x0, y0, x1, y1) half-open field
-    pixels, (z0, z1) the emission range in channels; flags ⊆ ("blended", "deblended", "searched"):
-    "searched" when the line search (``search.enabled``) found it.
+    pixels, (z0, z1) the emission range in channels; flags ⊆ ("blended", "deblended", "residual",
+    "searched"): "searched" when the line search (``search.enabled``) found it, "residual" as well
+    when it was found with the other sources subtracted (``search.residual``).
     """
 
     x: float
@@ -195,15 +203,25 @@ def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes:
     a place (:func:`_same_source`), the one with the weaker line. With ``characterise.neighbours``,
     the detections no kept source accounts for are refined again beside the kept ones
     (:func:`_retried`), then each source is refined again with the others in its channels fitted
-    alongside, and cut and merged again. Order kept. Without noise to measure the beam from, the
-    input comes back unchanged. ``psf``: the beam, when already measured."""
+    alongside, and cut and merged again. With ``search.residual``, the cube with the kept sources
+    subtracted is searched again, and what no kept source accounts for is refined beside them
+    (:func:`_residual_found`), cut, merged, and refined with its neighbours as before. Order kept,
+    new sources last. Without noise to measure the beam from, the input comes back unchanged.
+    ``psf``: the beam, when already measured."""
     psf = beam_psf(cube, config) if psf is None else psf
     if psf is None:
         return list(detections), list(shapes)
-    out = _merged(_refined(cube, psf, detections, shapes, config), config)
+    noise = channel_noise(cube) if config.characterise.line_noise == "beam" else None
+    out = _merged(_refined(cube, psf, detections, shapes, config, noise), config)
     if config.characterise.neighbours:
-        out = _merged(out + _retried(cube, psf, detections, shapes, out, config), config)
-        out = _merged(_refit_with_neighbours(cube, psf, out, config), config)
+        out = _merged(out + _retried(cube, psf, detections, shapes, out, config, noise), config)
+        out = _merged(_refit_with_neighbours(cube, psf, out, config, noise), config)
+    if config.search.enabled and config.search.residual:
+        found = _residual_found(cube, psf, out, config, noise, first=len(detections))
+        if found:
+            out = _merged(out + found, config)
+            if config.characterise.neighbours:
+                out = _merged(_refit_with_neighbours(cube, psf, out, config, noise), config)
     out.sort(key=lambda t: t[0])
     return [d for _, _, d, _ in out], [m for _, _, _, m in out]
 
@@ -221,19 +239,19 @@ def _item(order: int, d: Detection, r: Refined, config: PipelineConfig) -> _Item
 
 
 def _refined(cube: np.ndarray, psf: np.ndarray, detections: Sequence[Detection], shapes: Sequence[Morphology],
-             config: PipelineConfig) -> list[_Item]:  # fmt: skip
+             config: PipelineConfig, noise: np.ndarray | None = None) -> list[_Item]:  # fmt: skip
     """Each detection refined (:func:`~dfjax.pipeline.refine.refine`); those under the line-SNR cut dropped."""
     kept = []
     for i, (d, m) in enumerate(zip(detections, shapes)):
         r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
-                   config=config)  # fmt: skip
+                   config=config, channel_noise=noise)  # fmt: skip
         if r.line_snr >= config.characterise.min_line_snr:
             kept.append(_item(i, d, r, config))
     return kept
 
 
-def _refit_with_neighbours(cube: np.ndarray, psf: np.ndarray, items: list[_Item], config: PipelineConfig
-                           ) -> list[_Item]:  # fmt: skip
+def _refit_with_neighbours(cube: np.ndarray, psf: np.ndarray, items: list[_Item], config: PipelineConfig,
+                           noise: np.ndarray | None = None) -> list[_Item]:  # fmt: skip
     """Each source refined again, strongest first, with the others that shine in its channels
     fitted alongside (their current shapes fixed, amplitudes free); those now under the line-SNR
     cut dropped."""
@@ -244,7 +262,7 @@ def _refit_with_neighbours(cube: np.ndarray, psf: np.ndarray, items: list[_Item]
         if not neighbours:
             continue
         r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
-                   config=config, neighbours=neighbours)  # fmt: skip
+                   config=config, neighbours=neighbours, channel_noise=noise)  # fmt: skip
         items[i] = _item(order, d, r, config)
     return [item for item in items if item[1] >= config.characterise.min_line_snr]
 
@@ -256,7 +274,7 @@ def _neighbours(d: Detection, others: Sequence[_Item]) -> list[Neighbour]:
 
 
 def _retried(cube: np.ndarray, psf: np.ndarray, detections: Sequence[Detection], shapes: Sequence[Morphology],
-             kept: list[_Item], config: PipelineConfig) -> list[_Item]:  # fmt: skip
+             kept: list[_Item], config: PipelineConfig, noise: np.ndarray | None = None) -> list[_Item]:  # fmt: skip
     """The detections no kept source accounts for, refined again from their first guess with the kept
     sources in their channels fitted alongside; those under the line-SNR cut dropped.
 
@@ -273,9 +291,28 @@ def _retried(cube: np.ndarray, psf: np.ndarray, detections: Sequence[Detection],
         if not neighbours:
             continue
         r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
-                   config=config, neighbours=neighbours)  # fmt: skip
+                   config=config, neighbours=neighbours, channel_noise=noise)  # fmt: skip
         if r.line_snr >= config.characterise.min_line_snr:
             out.append(_item(i, d, r, config))
+    return out
+
+
+def _residual_found(cube: np.ndarray, psf: np.ndarray, kept: list[_Item], config: PipelineConfig,
+                    noise: np.ndarray | None = None, *, first: int) -> list[_Item]:  # fmt: skip
+    """New sources from the line search on the cube with the ``kept`` ones subtracted
+    (:func:`~dfjax.pipeline.search.residual_search`): each candidate no kept source accounts for
+    (as in :func:`_retried`) refined with the kept sources in its channels fitted alongside, and
+    cut. Their input order starts at ``first``, after every detection's."""
+    peaks = residual_search(cube, psf, [(d, m) for _, _, d, m in kept], config)
+    detections, shapes = peak_detections(cube, peaks, config, flags=frozenset({SEARCHED, RESIDUAL}))
+    out = []
+    for i, (d, m) in enumerate(zip(detections, shapes)):
+        if any(d.z0 <= e.z1 and e.z0 <= d.z1 and _within(o, m.x, m.y, ACCOUNTED_LEVEL) for _, _, e, o in kept):
+            continue
+        r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
+                   config=config, neighbours=_neighbours(d, kept), channel_noise=noise)  # fmt: skip
+        if r.line_snr >= config.characterise.min_line_snr:
+            out.append(_item(first + i, d, r, config))
     return out
 
 

@@ -22,26 +22,36 @@ the same line-SNR cut as every other detection, and one found twice is merged
 (:func:`dfjax.pipeline.run.refine_detections`). Sidelobes of a bright source share its spectrum
 and so pass a line search: they are the reason for the cut and the merging, and why candidates
 come strongest first.
+
+**The residual search** (``search.residual``): a faint source on a brighter one's flank, in
+nearby channels, is no local maximum of the filtered cube — only a shoulder of the bright
+source's peak — and no template separates them. Once the first sources are refined, their
+models (each fitted Gaussian ⊛ the beam, times its fitted line; amplitudes by joint least
+squares, :func:`source_line_model`) are subtracted from the line cube and the search is run
+again on what is left (:func:`residual_search`), where the shoulder is a peak of its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
-from scipy import fft, ndimage
+from scipy import fft, ndimage, signal
 
 from dfjax.pipeline.characterise import Morphology, model_box
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection, focused_detection
-from dfjax.pipeline.model3d import gaussian_2d
+from dfjax.pipeline.model3d import gaussian_1d, gaussian_2d
 from dfjax.pipeline.refine import MAD_TO_STD
 from dfjax.pipeline.spectra import FWHM_PER_SIGMA
 
-__all__ = ["SEARCHED", "SearchPeak", "line_search", "remove_continuum", "searched_detections"]
+__all__ = ["RESIDUAL", "SEARCHED", "SearchPeak", "channel_noise", "line_search", "peak_detections",
+           "remove_continuum", "residual_search", "searched_detections", "source_line_model"]
 
 _DEFAULTS = PipelineConfig()
 SEARCHED = "searched"  # the flag of a source the line search found
+RESIDUAL = "residual"  # ... and of one found on the cube with the first sources subtracted (beside SEARCHED)
 NOISE_STRIDE = 2  # the noise is measured on every NOISE_STRIDE-th pixel along x and y (neighbours correlate)
 
 
@@ -101,15 +111,27 @@ def _robust_sigma(values: np.ndarray) -> float:
     return float(MAD_TO_STD * np.median(np.abs(sample - np.median(sample))))
 
 
+def channel_noise(cube: np.ndarray) -> np.ndarray:
+    """Each channel's pixel noise: the robust spread (MAD) of the continuum-removed cube (nz, ny, nx)
+    → (nz,) float64; the sources, a small fraction of the pixels, barely move it."""
+    line = remove_continuum(np.nan_to_num(np.asarray(cube, np.float32)))
+    sample = line[:, ::NOISE_STRIDE, ::NOISE_STRIDE].reshape(line.shape[0], -1).astype(np.float64)
+    return MAD_TO_STD * np.median(np.abs(sample - np.median(sample, axis=1, keepdims=True)), axis=1)
+
+
 def line_search(cube: np.ndarray, config: PipelineConfig = _DEFAULTS) -> list[SearchPeak]:
     """Matched-filter candidates (module docstring) in a dirty cube (nz, ny, nx) → at most
     ``search.max_candidates`` peaks, strongest first."""
-    s = config.search
     cube = np.nan_to_num(np.asarray(cube, np.float32))
     if cube.ndim != 3:
         raise ValueError(f"expected a cube (nz, ny, nx), got shape {cube.shape}")
-    ny, nx = cube.shape[1:]
-    line = remove_continuum(cube)
+    return _search(remove_continuum(cube), config)
+
+
+def _search(line: np.ndarray, config: PipelineConfig) -> list[SearchPeak]:
+    """Steps 2–4 of the module docstring on a continuum-free cube (nz, ny, nx)."""
+    s = config.search
+    ny, nx = line.shape[1:]
     kernels = [_spatial_kernel(f) for f in s.fwhm_px]
     pad = max(k.shape[0] for k in kernels) // 2
     shape = (ny + 2 * pad, nx + 2 * pad)  # zero padded: a linear, not circular, correlation
@@ -122,8 +144,8 @@ def line_search(cube: np.ndarray, config: PipelineConfig = _DEFAULTS) -> list[Se
         flipped = np.roll(flipped, (-h, -h), axis=(0, 1))  # kernel centre at lag 0
         kernel = fft.rfft2(flipped.astype(np.float32))
         spatial = fft.irfft2(spectrum * kernel, s=shape, workers=-1)[:, :ny, :nx]
-        best = np.full(cube.shape, -np.inf, np.float32)  # this spatial scale's best line template
-        which = np.zeros(cube.shape, np.int8)
+        best = np.full(line.shape, -np.inf, np.float32)  # this spatial scale's best line template
+        which = np.zeros(line.shape, np.int8)
         for j, fwhm_chan in enumerate(s.fwhm_chan):
             filtered = ndimage.gaussian_filter1d(spatial, fwhm_chan / FWHM_PER_SIGMA, axis=0, mode="constant")
             sigma = _robust_sigma(filtered)
@@ -149,16 +171,58 @@ def line_search(cube: np.ndarray, config: PipelineConfig = _DEFAULTS) -> list[Se
     return out
 
 
+def source_line_model(line: np.ndarray, psf: np.ndarray, sources: Sequence[tuple[Detection, Morphology]]
+                      ) -> np.ndarray:  # fmt: skip
+    """The sources' line emission as a dirty cube shows it, fitted to ``line`` (nz, ny, nx; continuum
+    removed) → (nz, ny, nx) float32.
+
+    Each source is its shape's unit-peak Gaussian ⊛ ``psf`` (the beam, odd square, unit peak) times
+    its line's unit-peak Gaussian (z, fwhm_z); their amplitudes are the joint least-squares fit
+    over the cube, so that overlapping sources share the light they overlap in.
+    """
+    nz, ny, nx = line.shape
+    if not sources:
+        return np.zeros(line.shape, np.float32)
+    images = [signal.fftconvolve(gaussian_2d((ny, nx), m.x, m.y, m.fwhm_x, m.fwhm_y, m.pa), psf, mode="same")
+              for _, m in sources]  # fmt: skip
+    lines = [gaussian_1d(nz, d.z, d.fwhm_z) for d, _ in sources]
+    gram = np.array([[(la @ lb) * float((ia * ib).sum()) for lb, ib in zip(lines, images)]
+                     for la, ia in zip(lines, images)])  # fmt: skip
+    projections = np.array([la @ np.tensordot(line, ia, axes=([1, 2], [0, 1])) for la, ia in zip(lines, images)])
+    amplitudes = np.linalg.lstsq(gram, projections, rcond=None)[0]
+    model = np.zeros(line.shape, np.float64)
+    for a, la, ia in zip(amplitudes, lines, images):
+        model += a * la[:, None, None] * ia[None]
+    return model.astype(np.float32)
+
+
+def residual_search(cube: np.ndarray, psf: np.ndarray, sources: Sequence[tuple[Detection, Morphology]],
+                    config: PipelineConfig = _DEFAULTS) -> list[SearchPeak]:  # fmt: skip
+    """:func:`line_search` on the cube (nz, ny, nx) with ``sources`` (refined detections and their
+    shapes) subtracted (:func:`source_line_model`): candidates a brighter source's response hid."""
+    cube = np.nan_to_num(np.asarray(cube, np.float32))
+    if cube.ndim != 3:
+        raise ValueError(f"expected a cube (nz, ny, nx), got shape {cube.shape}")
+    line = remove_continuum(cube)
+    return _search(line - source_line_model(line, psf, sources), config)
+
+
+def peak_detections(cube: np.ndarray, peaks: Sequence[SearchPeak], config: PipelineConfig = _DEFAULTS, *,
+                    flags: frozenset[str] = frozenset({SEARCHED})) -> tuple[list[Detection], list[Morphology]]:
+    """Search peaks as detections flagged ``flags``, and their templates as first-guess shapes."""
+    k = config.spectra.emission_half_width_fwhm
+    detections, shapes = [], []
+    for p in peaks:
+        box = model_box(p.x, p.y, p.fwhm_px, p.fwhm_px, 0.0, level=config.characterise.box_level,
+                        shape=cube.shape[1:])  # fmt: skip
+        detections.append(focused_detection(cube, box, p.z - k * p.fwhm_chan, p.z + k * p.fwhm_chan, float(p.z),
+                                            p.fwhm_chan, config, flags))  # fmt: skip
+        shapes.append(Morphology(x=float(p.x), y=float(p.y), fwhm_x=p.fwhm_px, fwhm_y=p.fwhm_px, pa=0.0))
+    return detections, shapes
+
+
 def searched_detections(cube: np.ndarray, config: PipelineConfig = _DEFAULTS
                         ) -> tuple[list[Detection], list[Morphology]]:  # fmt: skip
     """:func:`line_search`'s candidates as detections (flagged ``"searched"``) and first-guess shapes,
     ready for :func:`dfjax.pipeline.run.refine_detections`."""
-    k = config.spectra.emission_half_width_fwhm
-    detections, shapes = [], []
-    for p in line_search(cube, config):
-        box = model_box(p.x, p.y, p.fwhm_px, p.fwhm_px, 0.0, level=config.characterise.box_level,
-                        shape=cube.shape[1:])  # fmt: skip
-        detections.append(focused_detection(cube, box, p.z - k * p.fwhm_chan, p.z + k * p.fwhm_chan, float(p.z),
-                                            p.fwhm_chan, config, frozenset({SEARCHED})))  # fmt: skip
-        shapes.append(Morphology(x=float(p.x), y=float(p.y), fwhm_x=p.fwhm_px, fwhm_y=p.fwhm_px, pa=0.0))
-    return detections, shapes
+    return peak_detections(cube, line_search(cube, config), config)
