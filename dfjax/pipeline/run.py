@@ -273,6 +273,12 @@ def _neighbours(d: Detection, others: Sequence[_Item]) -> list[Neighbour]:
             if e.z - NEIGHBOUR_REACH_FWHM * e.fwhm_z <= d.z1 and d.z0 <= e.z + NEIGHBOUR_REACH_FWHM * e.fwhm_z]
 
 
+def _accounted(d: Detection, m: Morphology, kept: Sequence[_Item]) -> bool:
+    """Whether a kept source accounts for detection ``d`` at first guess ``m``: shares its channels and
+    holds ``m``'s centre inside its Gaussian above ``ACCOUNTED_LEVEL`` of its peak."""
+    return any(d.z0 <= e.z1 and e.z0 <= d.z1 and _within(o, m.x, m.y, ACCOUNTED_LEVEL) for _, _, e, o in kept)
+
+
 def _retried(cube: np.ndarray, psf: np.ndarray, detections: Sequence[Detection], shapes: Sequence[Morphology],
              kept: list[_Item], config: PipelineConfig, noise: np.ndarray | None = None) -> list[_Item]:  # fmt: skip
     """The detections no kept source accounts for, refined again from their first guess with the kept
@@ -285,7 +291,7 @@ def _retried(cube: np.ndarray, psf: np.ndarray, detections: Sequence[Detection],
     """
     out = []
     for i, (d, m) in enumerate(zip(detections, shapes)):
-        if any(d.z0 <= e.z1 and e.z0 <= d.z1 and _within(o, m.x, m.y, ACCOUNTED_LEVEL) for _, _, e, o in kept):
+        if _accounted(d, m, kept):
             continue
         neighbours = _neighbours(d, kept)
         if not neighbours:
@@ -307,7 +313,7 @@ def _residual_found(cube: np.ndarray, psf: np.ndarray, kept: list[_Item], config
     detections, shapes = peak_detections(cube, peaks, config, flags=frozenset({SEARCHED, RESIDUAL}))
     out = []
     for i, (d, m) in enumerate(zip(detections, shapes)):
-        if any(d.z0 <= e.z1 and e.z0 <= d.z1 and _within(o, m.x, m.y, ACCOUNTED_LEVEL) for _, _, e, o in kept):
+        if _accounted(d, m, kept):
             continue
         r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
                    config=config, neighbours=_neighbours(d, kept), channel_noise=noise)  # fmt: skip
