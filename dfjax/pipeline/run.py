@@ -37,6 +37,7 @@ from dfjax.pipeline.search import (
     RESIDUAL,
     SEARCHED,
     channel_noise,
+    line_cube,
     peak_detections,
     residual_search,
     searched_detections,
@@ -156,10 +157,11 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
                                  config, cube=clean)  # (iv)  # fmt: skip
     if config.characterise.refine_iterations > 0:
         psf = beam_psf(clean, config)
+        line = line_cube(clean) if config.search.enabled or config.characterise.line_noise == "beam" else None
         if config.search.enabled and psf is not None:  # (ii′) the line search, beside steps (i)–(iii)
-            found, first_guess = searched_detections(clean, config)
+            found, first_guess = searched_detections(clean, config, line=line)
             detections, shapes = [*detections, *found], [*shapes, *first_guess]
-        detections, shapes = refine_detections(clean, detections, shapes, config, psf=psf)
+        detections, shapes = refine_detections(clean, detections, shapes, config, psf=psf, line=line)
     line_fluxes = estimate_line_flux(models.resnet_flux, clean, detections, config)  # (vi), ResNet
     sources = []
     for d, m, line_flux in zip(detections, shapes, line_fluxes):
@@ -196,8 +198,8 @@ def _same_source(a: Morphology, b: Morphology, config: PipelineConfig) -> bool:
 
 
 def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes: Sequence[Morphology],
-                      config: PipelineConfig = _DEFAULTS, *, psf: np.ndarray | None = None
-                      ) -> tuple[list[Detection], list[Morphology]]:  # fmt: skip
+                      config: PipelineConfig = _DEFAULTS, *, psf: np.ndarray | None = None,
+                      line: np.ndarray | None = None) -> tuple[list[Detection], list[Morphology]]:  # fmt: skip
     """Each detection's line and shape refined on the data (:mod:`dfjax.pipeline.refine`); those whose
     line SNR is under ``characterise.min_line_snr`` dropped, and of two that now share channels and
     a place (:func:`_same_source`), the one with the weaker line. With ``characterise.neighbours``,
@@ -207,17 +209,21 @@ def refine_detections(cube: np.ndarray, detections: Sequence[Detection], shapes:
     subtracted is searched again, and what no kept source accounts for is refined beside them
     (:func:`_residual_found`), cut, merged, and refined with its neighbours as before. Order kept,
     new sources last. Without noise to measure the beam from, the input comes back unchanged.
-    ``psf``: the beam, when already measured."""
+    ``psf``: the beam, when already measured; ``line``: the cube's
+    :func:`~dfjax.pipeline.search.line_cube`, when already made."""
     psf = beam_psf(cube, config) if psf is None else psf
     if psf is None:
         return list(detections), list(shapes)
-    noise = channel_noise(cube) if config.characterise.line_noise == "beam" else None
+    residual = config.search.enabled and config.search.residual
+    if line is None and (residual or config.characterise.line_noise == "beam"):
+        line = line_cube(cube)
+    noise = channel_noise(cube, line=line) if config.characterise.line_noise == "beam" else None
     out = _merged(_refined(cube, psf, detections, shapes, config, noise), config)
     if config.characterise.neighbours:
         out = _merged(out + _retried(cube, psf, detections, shapes, out, config, noise), config)
         out = _merged(_refit_with_neighbours(cube, psf, out, config, noise), config)
-    if config.search.enabled and config.search.residual:
-        found = _residual_found(cube, psf, out, config, noise, first=len(detections))
+    if residual:
+        found = _residual_found(cube, psf, line, out, config, noise, first=len(detections))
         if found:
             out = _merged(out + found, config)
             if config.characterise.neighbours:
@@ -303,13 +309,13 @@ def _retried(cube: np.ndarray, psf: np.ndarray, detections: Sequence[Detection],
     return out
 
 
-def _residual_found(cube: np.ndarray, psf: np.ndarray, kept: list[_Item], config: PipelineConfig,
+def _residual_found(cube: np.ndarray, psf: np.ndarray, line: np.ndarray, kept: list[_Item], config: PipelineConfig,
                     noise: np.ndarray | None = None, *, first: int) -> list[_Item]:  # fmt: skip
     """New sources from the line search on the cube with the ``kept`` ones subtracted
     (:func:`~dfjax.pipeline.search.residual_search`): each candidate no kept source accounts for
     (as in :func:`_retried`) refined with the kept sources in its channels fitted alongside, and
     cut. Their input order starts at ``first``, after every detection's."""
-    peaks = residual_search(cube, psf, [(d, m) for _, _, d, m in kept], config)
+    peaks = residual_search(cube, psf, [(d, m) for _, _, d, m in kept], config, line=line)
     detections, shapes = peak_detections(cube, peaks, config, flags=frozenset({SEARCHED, RESIDUAL}))
     out = []
     for i, (d, m) in enumerate(zip(detections, shapes)):

@@ -46,7 +46,7 @@ from dfjax.pipeline.model3d import gaussian_1d, gaussian_2d
 from dfjax.pipeline.refine import MAD_TO_STD
 from dfjax.pipeline.spectra import FWHM_PER_SIGMA
 
-__all__ = ["RESIDUAL", "SEARCHED", "SearchPeak", "channel_noise", "line_search", "peak_detections",
+__all__ = ["RESIDUAL", "SEARCHED", "SearchPeak", "channel_noise", "line_cube", "line_search", "peak_detections",
            "remove_continuum", "residual_search", "searched_detections", "source_line_model"]
 
 _DEFAULTS = PipelineConfig()
@@ -111,21 +111,32 @@ def _robust_sigma(values: np.ndarray) -> float:
     return float(MAD_TO_STD * np.median(np.abs(sample - np.median(sample))))
 
 
-def channel_noise(cube: np.ndarray) -> np.ndarray:
+def line_cube(cube: np.ndarray) -> np.ndarray:
+    """The cube (nz, ny, nx), NaNs as 0, without its continuum (:func:`remove_continuum`) → float32.
+
+    The search, its residual pass and :func:`channel_noise` all start from it: pass it to them
+    (``line=``) to make it once per cube."""
+    cube = np.nan_to_num(np.asarray(cube, np.float32))
+    if cube.ndim != 3:
+        raise ValueError(f"expected a cube (nz, ny, nx), got shape {cube.shape}")
+    return remove_continuum(cube)
+
+
+def channel_noise(cube: np.ndarray, *, line: np.ndarray | None = None) -> np.ndarray:
     """Each channel's pixel noise: the robust spread (MAD) of the continuum-removed cube (nz, ny, nx)
-    → (nz,) float64; the sources, a small fraction of the pixels, barely move it."""
-    line = remove_continuum(np.nan_to_num(np.asarray(cube, np.float32)))
+    → (nz,) float64; the sources, a small fraction of the pixels, barely move it. ``line``: the
+    cube's :func:`line_cube`, when already made."""
+    line = line_cube(cube) if line is None else line
     sample = line[:, ::NOISE_STRIDE, ::NOISE_STRIDE].reshape(line.shape[0], -1).astype(np.float64)
     return MAD_TO_STD * np.median(np.abs(sample - np.median(sample, axis=1, keepdims=True)), axis=1)
 
 
-def line_search(cube: np.ndarray, config: PipelineConfig = _DEFAULTS) -> list[SearchPeak]:
+def line_search(cube: np.ndarray, config: PipelineConfig = _DEFAULTS, *, line: np.ndarray | None = None
+                ) -> list[SearchPeak]:  # fmt: skip
     """Matched-filter candidates (module docstring) in a dirty cube (nz, ny, nx) → at most
-    ``search.max_candidates`` peaks, strongest first."""
-    cube = np.nan_to_num(np.asarray(cube, np.float32))
-    if cube.ndim != 3:
-        raise ValueError(f"expected a cube (nz, ny, nx), got shape {cube.shape}")
-    return _search(remove_continuum(cube), config)
+    ``search.max_candidates`` peaks, strongest first. ``line``: the cube's :func:`line_cube`, when
+    already made."""
+    return _search(line_cube(cube) if line is None else line, config)
 
 
 def _search(line: np.ndarray, config: PipelineConfig) -> list[SearchPeak]:
@@ -197,13 +208,12 @@ def source_line_model(line: np.ndarray, psf: np.ndarray, sources: Sequence[tuple
 
 
 def residual_search(cube: np.ndarray, psf: np.ndarray, sources: Sequence[tuple[Detection, Morphology]],
-                    config: PipelineConfig = _DEFAULTS) -> list[SearchPeak]:  # fmt: skip
+                    config: PipelineConfig = _DEFAULTS, *, line: np.ndarray | None = None
+                    ) -> list[SearchPeak]:  # fmt: skip
     """:func:`line_search` on the cube (nz, ny, nx) with ``sources`` (refined detections and their
-    shapes) subtracted (:func:`source_line_model`): candidates a brighter source's response hid."""
-    cube = np.nan_to_num(np.asarray(cube, np.float32))
-    if cube.ndim != 3:
-        raise ValueError(f"expected a cube (nz, ny, nx), got shape {cube.shape}")
-    line = remove_continuum(cube)
+    shapes) subtracted (:func:`source_line_model`): candidates a brighter source's response hid.
+    ``line``: the cube's :func:`line_cube`, when already made."""
+    line = line_cube(cube) if line is None else line
     return _search(line - source_line_model(line, psf, sources), config)
 
 
@@ -221,8 +231,9 @@ def peak_detections(cube: np.ndarray, peaks: Sequence[SearchPeak], config: Pipel
     return detections, shapes
 
 
-def searched_detections(cube: np.ndarray, config: PipelineConfig = _DEFAULTS
+def searched_detections(cube: np.ndarray, config: PipelineConfig = _DEFAULTS, *, line: np.ndarray | None = None
                         ) -> tuple[list[Detection], list[Morphology]]:  # fmt: skip
     """:func:`line_search`'s candidates as detections (flagged ``"searched"``) and first-guess shapes,
-    ready for :func:`dfjax.pipeline.run.refine_detections`."""
-    return peak_detections(cube, line_search(cube, config), config)
+    ready for :func:`dfjax.pipeline.run.refine_detections`. ``line``: the cube's :func:`line_cube`,
+    when already made."""
+    return peak_detections(cube, line_search(cube, config, line=line), config)
