@@ -1,20 +1,31 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    the main job: `dvc repro` (simulate -> package -> train -> tune -> evaluate, baselines)
 #   make test   run the test suite
-PYTHON ?= python3
+# Both build .venv/ from requirements/lock.txt (exact versions, hashed): every machine, CI
+# included, gets the same environment. `make lock` re-resolves the lock from pyproject.toml.
+PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
+LOCK := requirements/lock.txt
 STAMP := $(VENV)/.installed
+LOCK_ARGS := pyproject.toml requirements/build.in --extra casa --extra dev --extra pipeline \
+	--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-.PHONY: run test setup bench clean
+.PHONY: run test setup lock bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# A changed lock rebuilds the venv from nothing: no package outside the lock survives in it.
+$(STAMP): $(LOCK) pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[casa,dev,pipeline]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $(STAMP)
+
+lock: setup
+	$(VENV)/bin/uv pip compile $(LOCK_ARGS) -o $(LOCK)
 
 # dvc.yaml's commands call `python`: the venv's, first on PATH
 run: setup
