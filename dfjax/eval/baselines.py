@@ -55,6 +55,7 @@ from dfjax.catalogue_io import write_atomic
 from dfjax.eval.data import iter_split, split_size, truth_boxes, truth_columns
 from dfjax.eval.matching import MatchCriteria, Matching, match
 from dfjax.eval.metrics import detection_metrics
+from dfjax.maths import FWHM_PER_SIGMA
 
 __all__ = ["DEFAULT_METHODS", "GRIDS", "BaselineError", "CubeProducts", "Detections", "Sample",
            "beam_covariance", "best_combination", "find_astrodendro", "find_photutils", "find_pybdsf", "gaussian_box",
@@ -75,7 +76,6 @@ FIT_LEVEL = 0.6  # the 2-D Gaussian is fitted to the footprint's pixels above th
 MIN_VARIANCE_PX2 = 1.0  # deconvolved variances are floored here (FWHM 2.4 px)
 SPECTRAL_SMOOTHING_CHANNELS = 1.0  # σ of the Gaussian the dendrogram's cube is smoothed with along z
 LINE_HALF_WINDOW = 15  # channels either side of the peak the 1-D Gaussian is fitted over
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 class BaselineError(ValueError):

@@ -2,18 +2,14 @@
 
 :mod:`dfjax.input_pipeline.transforms` holds the pure per-example functions (also used by the
 detection pipeline at inference time); :mod:`dfjax.input_pipeline.loaders` the seeded, batched,
-``grain``-backed loaders built on them.
+``grain``-backed loaders built on them, imported only when asked for: the detection pipeline
+uses the transforms and must not load ``grain``.
 """
 
-from dfjax.input_pipeline.loaders import (
-    RESNET_TARGETS,
-    BlobsFinderData,
-    DataSource,
-    DeepGRUData,
-    ResNetData,
-    epoch_seed,
-    for_model,
-)
+import importlib
+from typing import Any
+
+
 from dfjax.input_pipeline.transforms import (
     box_spectra,
     centre_crop,
@@ -54,3 +50,13 @@ __all__ = [
     "standardise",
     "truth_boxes",
 ]  # fmt: skip
+
+
+_LOADERS = ("RESNET_TARGETS", "BlobsFinderData", "DataSource", "DeepGRUData", "ResNetData", "epoch_seed", "for_model")
+
+
+def __getattr__(name: str) -> Any:
+    """The loaders (and ``grain``) load on first use (PEP 562)."""
+    if name in _LOADERS:
+        return getattr(importlib.import_module("dfjax.input_pipeline.loaders"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

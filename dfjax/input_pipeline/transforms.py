@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from dfjax.datasets.almasim.records import COLUMN
+from dfjax.maths import FWHM_PER_SIGMA
 
 __all__ = [
     "FWHM_PER_SIGMA", "box_spectra", "centre_crop", "channel_range", "focus_offset", "global_snr",
@@ -27,7 +28,6 @@ __all__ = [
     "rotate_flip_crop", "spectral_focus", "spectrum_pair", "standardise", "truth_boxes",
 ]  # fmt: skip
 
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # eq. 2's 2.35482
 
 
 def minmax_normalise(x: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from dfjax.input_pipeline.transforms import (
     minmax_normalise,
     spectral_focus,
 )
+from dfjax.maths import SIGMA_PER_FWHM
 from dfjax.pipeline._apply import Model, apply_batched
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection
@@ -187,8 +188,7 @@ def model_box(x: float, y: float, fwhm_x: float, fwhm_y: float, pa: float, *, le
     """Half-open box (x0, y0, x1, y1) of the pixels where the 2-D Gaussian is ≥ ``level`` of its
     brightest pixel — the truth catalogue's box (``sim.sky.box_2d``) of the characterised source; clipped to
     ``shape`` (ny, nx) when given. pa in sim.sky's convention (x' = dx·cos pa − dy·sin pa)."""
-    fwhm_to_sigma = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-    sx, sy = max(fwhm_x, 1e-3) * fwhm_to_sigma, max(fwhm_y, 1e-3) * fwhm_to_sigma
+    sx, sy = max(fwhm_x, 1e-3) * SIGMA_PER_FWHM, max(fwhm_y, 1e-3) * SIGMA_PER_FWHM
     c, s = np.cos(np.deg2rad(pa)), np.sin(np.deg2rad(pa))
     r = np.sqrt(2.0 * np.log(1.0 / level))
     hx, hy = r * np.hypot(c * sx, s * sy), r * np.hypot(s * sx, c * sy)  # the ellipse's half extents

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import least_squares
 
-from dfjax.pipeline.spectra import FWHM_PER_SIGMA
+from dfjax.maths import FWHM_PER_SIGMA
 
 __all__ = ["GaussianFit", "Neighbour", "canonical", "fit_source", "noise_psf"]
 

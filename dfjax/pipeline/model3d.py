@@ -15,30 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from dfjax.maths import SIGMA_PER_FWHM, gaussian_1d, gaussian_2d
 from dfjax.pipeline.config import PipelineConfig
 
 __all__ = ["gaussian_1d", "gaussian_2d", "segmentation_mask", "source_model"]
 
 _DEFAULTS = PipelineConfig()
-SIGMA_PER_FWHM = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-
-
-def gaussian_2d(shape: tuple[int, int], x: float, y: float, fwhm_x: float, fwhm_y: float, pa_deg: float
-                ) -> np.ndarray:  # fmt: skip
-    """Unit-peak rotated 2-D Gaussian on an (ny, nx) grid, indexed [y, x] → (ny, nx) float64."""
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
-    dx, dy = xx - x, yy - y
-    pa = np.deg2rad(pa_deg)
-    xr = dx * np.cos(pa) - dy * np.sin(pa)
-    yr = dx * np.sin(pa) + dy * np.cos(pa)
-    sx, sy = fwhm_x * SIGMA_PER_FWHM, fwhm_y * SIGMA_PER_FWHM
-    return np.exp(-0.5 * ((xr / sx) ** 2 + (yr / sy) ** 2))
-
-
-def gaussian_1d(nz: int, z: float, fwhm_z: float) -> np.ndarray:
-    """Unit-peak 1-D Gaussian over channels 0..nz-1 → (nz,) float64."""
-    zz = np.arange(nz, dtype=np.float64)
-    return np.exp(-0.5 * ((zz - z) / (fwhm_z * SIGMA_PER_FWHM)) ** 2)
 
 
 def source_model(shape: tuple[int, int, int], *, x: float, y: float, z: float, fwhm_x: float, fwhm_y: float,

@@ -41,15 +41,15 @@ from scipy import signal
 from scipy.optimize import least_squares
 
 from dfjax.input_pipeline.transforms import line_emission_image
+from dfjax.maths import MAD_TO_STD
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.gaussfit import Neighbour, fit_source
 from dfjax.pipeline.model3d import gaussian_2d
-from dfjax.pipeline.spectra import FWHM_PER_SIGMA
+from dfjax.maths import FWHM_PER_SIGMA
 
 __all__ = ["Refined", "RefinedLine", "fit_line", "line_snr", "matched_noise_gain", "matched_spectrum", "refine"]
 
 _DEFAULTS = PipelineConfig()
-MAD_TO_STD = 1.4826
 PRECUT = 0.5  # a line under this fraction of min_line_snr on the first matched spectrum is not refitted
 
 

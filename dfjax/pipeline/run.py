@@ -19,6 +19,7 @@ from typing import Self
 import numpy as np
 
 from dfjax import checkpoint
+from dfjax.maths import FWHM_PER_SIGMA
 from dfjax.pipeline._apply import Model
 from dfjax.pipeline.characterise import (
     Morphology,
@@ -42,7 +43,7 @@ from dfjax.pipeline.search import (
     residual_search,
     searched_detections,
 )
-from dfjax.pipeline.spectra import FWHM_PER_SIGMA, characterise_spectra
+from dfjax.pipeline.spectra import characterise_spectra
 
 __all__ = ["MODEL_NAMES", "Models", "Source", "catalogue_rows", "refine_detections", "run_pipeline"]
 

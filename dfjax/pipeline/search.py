@@ -43,8 +43,8 @@ from dfjax.pipeline.characterise import Morphology, model_box
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection, focused_detection
 from dfjax.pipeline.model3d import gaussian_1d, gaussian_2d
-from dfjax.pipeline.refine import MAD_TO_STD
-from dfjax.pipeline.spectra import FWHM_PER_SIGMA
+from dfjax.maths import MAD_TO_STD
+from dfjax.maths import FWHM_PER_SIGMA
 
 __all__ = ["RESIDUAL", "SEARCHED", "SearchPeak", "channel_noise", "line_cube", "line_search", "peak_detections",
            "remove_continuum", "residual_search", "searched_detections", "source_line_model"]

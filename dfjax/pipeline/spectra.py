@@ -22,11 +22,11 @@ from astropy.modeling import fitting, models
 from scipy import signal
 
 from dfjax.input_pipeline.transforms import (
-    FWHM_PER_SIGMA,
     box_spectra,
     channel_range,
     standardise,
 )
+from dfjax.maths import FWHM_PER_SIGMA
 from dfjax.pipeline._apply import Model, apply_batched
 from dfjax.pipeline.config import PipelineConfig
 
