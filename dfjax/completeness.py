@@ -183,17 +183,19 @@ def inject(data: np.ndarray, injections: list[Injection], sigma: float) -> np.nd
 
 
 def recovered(injections: list[Injection], detections: QTable) -> np.ndarray:
-    """(N,) bool: each injection matched one to one to a detection within 3 px and max(2, FWHM_z/2) channels."""
-    found = np.zeros(len(injections), bool)
+    """(N,) the catalogue ``snr`` of the detection each injection is matched to (one to one, within 3 px
+    and max(2, FWHM_z/2) channels); NaN where it was not recovered."""
+    snr = np.full(len(injections), np.nan)
     if not injections or len(detections) == 0:
-        return found
+        return snr
     det = np.stack([np.asarray(u.Quantity(detections[c]).value, float) for c in ("x", "y", "z")], axis=1)
     inj = np.array([(i.x, i.y, i.z, max(MIN_MATCH_CHANNELS, i.fwhm_z / 2)) for i in injections])
     distance = np.hypot(inj[:, None, 0] - det[None, :, 0], inj[:, None, 1] - det[None, :, 1])
     admissible = (distance < MATCH_RADIUS_PX) & (np.abs(inj[:, None, 2] - det[None, :, 2]) <= inj[:, None, 3])
     rows, cols = linear_sum_assignment(np.where(admissible, distance, 1e6))
-    found[rows[admissible[rows, cols]]] = True
-    return found
+    keep = admissible[rows, cols]
+    snr[rows[keep]] = np.asarray(detections["snr"], float)[cols[keep]]
+    return snr
 
 
 def _wilson(k: np.ndarray, n: np.ndarray, z: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -205,17 +207,23 @@ def _wilson(k: np.ndarray, n: np.ndarray, z: float = 1.0) -> tuple[np.ndarray, n
     return np.clip(np.fmin(centre - half, p), 0, 1), np.clip(np.fmax(centre + half, p), 0, 1)  # rounding at 0, 1
 
 
-def completeness_table(injections: list[Injection], found: np.ndarray, *, snr_edges: np.ndarray,
+def completeness_table(injections: list[Injection], detected_snr: np.ndarray, *, snr_edges: np.ndarray,
                        size_edges: np.ndarray) -> QTable:  # fmt: skip
-    """Recovered fraction per SNR bin and per size bin: one row per bin, ``axis`` "snr" or "size"."""
+    """Recovered fraction per SNR bin and per size bin: one row per bin, ``axis`` "snr" or "size".
+
+    ``detected_snr``: (N,) from :func:`recovered`, the matched detection's catalogue SNR or NaN.
+    """
+    found = np.isfinite(detected_snr)
     rows = []
     for axis, edges, values in (("snr", snr_edges, [i.snr for i in injections]),
                                 ("size", size_edges, [i.size for i in injections])):  # fmt: skip
         index = np.clip(np.digitize(values, edges) - 1, 0, len(edges) - 2)
         for b in range(len(edges) - 1):
             inside = index == b
-            rows.append((axis, edges[b], edges[b + 1], int(inside.sum()), int(found[inside].sum())))
-    axis, lo, hi, n, k = (np.array(c) for c in zip(*rows))
+            hits = detected_snr[inside & found]
+            rows.append((axis, edges[b], edges[b + 1], int(inside.sum()), int(hits.size),
+                         float(np.median(hits)) if hits.size else np.nan))  # fmt: skip
+    axis, lo, hi, n, k, catalogue_snr = (np.array(c) for c in zip(*rows))
     n_f, k_f = n.astype(float), k.astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = k_f / n_f
@@ -229,6 +237,7 @@ def completeness_table(injections: list[Injection], found: np.ndarray, *, snr_ed
         "completeness": (p, "n_recovered / n_injected (NaN for an empty bin)"),
         "completeness_err": (err, "binomial error sqrt(p (1 - p) / n)"),
         "lower": (lower, "68 % Wilson score interval, lower"), "upper": (upper, "68 % Wilson score interval, upper"),
+        "median_catalogue_snr": (catalogue_snr, "median catalogue snr of the recovered sources (NaN if none)"),
     }  # fmt: skip
     for name, (values, description) in described.items():
         t[name] = values
@@ -252,14 +261,14 @@ def measure_completeness(cube: Cube, detect: Callable[[Cube], QTable], *, catalo
         raise CompletenessError(f"{cube.path}: the cube has no noise (robust σ = {sigma})")
     rng = np.random.default_rng(seed)
     injections: list[Injection] = []
-    found: list[np.ndarray] = []
+    detected: list[np.ndarray] = []
     for _ in tqdm(range(trials), desc="completeness", unit="cube", file=sys.stderr, disable=not progress):
         batch = draw_injections(rng, cube, beam, n=per_cube, avoid=catalogue, snr_range=snr_range,
                                 size_range=size_range)  # fmt: skip
         detections = detect(dataclasses.replace(cube, data=inject(cube.data, batch, sigma)))
         injections += batch
-        found.append(recovered(batch, detections))
-    table = completeness_table(injections, np.concatenate(found) if found else np.zeros(0, bool),
+        detected.append(recovered(batch, detections))
+    table = completeness_table(injections, np.concatenate(detected) if detected else np.zeros(0),
                                snr_edges=np.linspace(*snr_range, snr_bins + 1),
                                size_edges=np.linspace(*size_range, size_bins + 1))  # fmt: skip
     table.meta.update({

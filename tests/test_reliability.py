@@ -165,6 +165,7 @@ def test_completeness_rises_with_snr_and_is_reproducible(tmp_path):
     p = np.asarray(snr["completeness"])
     assert p[0] <= 0.25 and p[-1] >= 0.9 and p[-2] >= 0.9 and np.all(np.diff(p[:4]) >= 0)
     assert np.all((snr["lower"] <= p) & (p <= snr["upper"]))
+    assert np.all(np.diff(np.asarray(snr["median_catalogue_snr"])[2:]) > 0)  # the catalogue SNR follows the injected
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000
     assert (first[first["axis"] == "size"]["n_injected"]).sum() == 100
     text = ecsv.read_text()
