@@ -24,6 +24,8 @@ snr                                 signal-to-noise ratio (eq. 17)
 x0, y0, x1, y1         pix          bounding box, half-open
 z0, z1                 chan         emission range Δz, half-open
 flags                               comma-separated: blended, deblended, searched
+reliability                         1 − N_neg/N_pos above the source's SNR (only with --reliability;
+                                    :mod:`dfjax.reliability`)
 =====================  ===========  ==========================================================
 """
 

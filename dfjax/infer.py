@@ -6,6 +6,9 @@ on overlapping windows (:mod:`dfjax.tiling`: any field size, any channel count f
 Deep GRU's spectrum length up) and written as a catalogue with units (:mod:`dfjax.catalogue_io`):
 ``CUBE.cat.ecsv`` next to the cube by default, or ``--out``; with several cubes ``--out`` is
 a directory receiving ``<cube stem>.cat.<ext>``. ``--plot`` adds ``<cube stem>.cat.png``.
+``--reliability`` adds a ``reliability`` column from one more run on the sign-inverted cube
+(:mod:`dfjax.reliability`; ``--min-reliability R`` keeps the rows ≥ R); ``--completeness`` injects
+model sources and writes ``<cube stem>.completeness.ecsv``/``.png`` (:mod:`dfjax.completeness`).
 
 Every input is checked before the models are loaded and before anything is written: a bad
 cube, a missing or incompatible model directory or an unwritable output ends the run with a
@@ -143,10 +146,26 @@ def infer_files(
     loader: Loader | None = None,
     runner: Runner | None = None,
     progress: bool = True,
+    reliability: bool = False,
+    min_reliability: float | None = None,
+    completeness: bool = False,
+    completeness_trials: int = 20,
+    seed: int = 0,
 ) -> list[Path]:
-    """Catalogue each cube; returns the catalogue paths. :class:`InferError`/:class:`CubeError` before any write."""
+    """Catalogue each cube; returns the catalogue paths. :class:`InferError`/:class:`CubeError` before any write.
+
+    ``reliability`` (implied by ``min_reliability``): a ``reliability`` column from one more run on
+    −cube (:mod:`dfjax.reliability`), rows below ``min_reliability`` dropped. ``completeness``:
+    ``<stem>.completeness.ecsv`` and ``.png`` beside the catalogue from ``completeness_trials``
+    injected cubes drawn from ``seed`` (:mod:`dfjax.completeness`).
+    """
     if fmt not in FORMATS:
         raise InferError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if min_reliability is not None and not 0.0 <= min_reliability <= 1.0:
+        raise InferError(f"--min-reliability {min_reliability}: a reliability lies in [0, 1]")
+    if completeness and completeness_trials < 1:
+        raise InferError(f"--completeness-trials {completeness_trials}: need at least one injected cube")
+    reliability = reliability or min_reliability is not None
     paths = [Path(p) for p in cube_paths]
     if not paths:
         raise InferError("no cube given")
@@ -180,7 +199,27 @@ def infer_files(
             cube = cubes.pop(i, None) or read_cube(path)
             table = infer_cube(cube, models, config, runner=runner)
             table.meta["MODELDIR"] = str(model_dir)
+            unfiltered = table
+            if reliability:
+                from dfjax.reliability import add_reliability, negated
+
+                table = add_reliability(table, infer_cube(negated(cube), models, config, runner=runner))
+                if min_reliability is not None:
+                    table = table[table["reliability"] >= min_reliability]
+                    table.meta["MINREL"] = float(min_reliability)
             write_catalogue(table, target, fmt)
+            if completeness:
+                from dfjax.completeness import CompletenessError, measure_completeness, write_completeness
+
+                try:
+                    result = measure_completeness(cube, lambda c: infer_cube(c, models, config, runner=runner),
+                                                  catalogue=unfiltered, trials=completeness_trials, seed=seed,
+                                                  progress=progress)  # fmt: skip
+                except CompletenessError as exc:  # no beam and no noise: the catalogue stands, the curve cannot be made
+                    raise InferError(f"--completeness: {exc}") from None
+                stem = catalogue_path(path, None, "ecsv", batch=False).name.removesuffix(".cat.ecsv")
+                write_completeness(result, target.parent / f"{stem}.completeness.ecsv",
+                                   target.parent / f"{stem}.completeness.png")  # fmt: skip
             if plot:
                 write_atomic(target.with_suffix(".png"), plot_catalogue(cube, table))
             bar.update(1)
@@ -236,10 +275,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--format", dest="fmt", choices=tuple(FORMATS), default=None,
                         help="catalogue format (default: from --out's extension, else ecsv)")
     parser.add_argument("--plot", action="store_true", help="also write a PNG: integrated image and spectra")
+    parser.add_argument("--reliability", action="store_true",
+                        help="add a reliability column, 1 - N_neg/N_pos above each SNR (one more run, on -cube)")
+    parser.add_argument("--min-reliability", type=float, default=None, metavar="R",
+                        help="keep only sources of reliability >= R, in [0, 1] (implies --reliability)")
+    parser.add_argument("--completeness", action="store_true",
+                        help="inject model sources and write <stem>.completeness.ecsv/.png: recovered fraction "
+                             "vs SNR and size")
+    parser.add_argument("--completeness-trials", type=int, default=20, metavar="N",
+                        help="injected cubes (5 sources each) for --completeness (default: 20)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the injected sources (default: 0)")
     args = parser.parse_args(argv)
     fmt = args.fmt or format_for(args.out)
     try:
-        infer_files(args.cubes, model_dir=args.model_dir, out=args.out, fmt=fmt, plot=args.plot)
+        infer_files(args.cubes, model_dir=args.model_dir, out=args.out, fmt=fmt, plot=args.plot,
+                    reliability=args.reliability, min_reliability=args.min_reliability,
+                    completeness=args.completeness, completeness_trials=args.completeness_trials, seed=args.seed)
     except (InferError, CubeError) as exc:
         print(f"{parser.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         raise SystemExit(2) from None
