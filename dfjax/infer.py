@@ -28,6 +28,7 @@ from astropy.table import QTable
 
 from dfjax.catalogue_io import FORMATS, catalogue_table, plot_catalogue, write_atomic, write_catalogue
 from dfjax.cube_io import Cube, CubeError, read_cube
+from dfjax.products import parse_products, write_products
 from dfjax.tiling import OVERLAP, min_channels, run_tiled
 
 __all__ = ["DEFAULT_MODEL_DIR", "PIPELINE_CONFIG", "InferError", "catalogue_path", "format_for", "infer_cube",
@@ -143,10 +144,15 @@ def infer_files(
     loader: Loader | None = None,
     runner: Runner | None = None,
     progress: bool = True,
+    products: str | Sequence[str] = (),
 ) -> list[Path]:
     """Catalogue each cube; returns the catalogue paths. :class:`InferError`/:class:`CubeError` before any write."""
     if fmt not in FORMATS:
         raise InferError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    try:
+        products = parse_products(products)  # mask, moments, cubelets, regions (dfjax.products)
+    except ValueError as exc:
+        raise InferError(str(exc)) from None
     paths = [Path(p) for p in cube_paths]
     if not paths:
         raise InferError("no cube given")
@@ -183,6 +189,7 @@ def infer_files(
             write_catalogue(table, target, fmt)
             if plot:
                 write_atomic(target.with_suffix(".png"), plot_catalogue(cube, table))
+            write_products(cube, table, target, products, config=config)
             bar.update(1)
     finally:
         bar.close()
@@ -236,10 +243,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--format", dest="fmt", choices=tuple(FORMATS), default=None,
                         help="catalogue format (default: from --out's extension, else ecsv)")
     parser.add_argument("--plot", action="store_true", help="also write a PNG: integrated image and spectra")
+    parser.add_argument("--products", default="", metavar="LIST",
+                        help="also write, beside the catalogue, any of mask,moments,cubelets,regions (comma list)")
     args = parser.parse_args(argv)
     fmt = args.fmt or format_for(args.out)
     try:
-        infer_files(args.cubes, model_dir=args.model_dir, out=args.out, fmt=fmt, plot=args.plot)
+        infer_files(args.cubes, model_dir=args.model_dir, out=args.out, fmt=fmt, plot=args.plot,
+                    products=args.products)
     except (InferError, CubeError) as exc:
         print(f"{parser.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         raise SystemExit(2) from None
