@@ -118,11 +118,15 @@ def moment_maps(line: np.ndarray, mask: np.ndarray, dv: u.Quantity, coordinate: 
                 ) -> tuple[u.Quantity, u.Quantity]:  # fmt: skip
     """Moment 0 (Jy/beam·km/s) and moment 1 (``coordinate``'s unit) of ``line`` (nz, ny, nx, mJy/beam) in
     ``mask``; ``dv`` (nz,) the channel widths in km/s, ``coordinate`` (nz,) each channel's velocity or frequency."""
-    weights = np.where(mask, line, 0.0).astype(np.float64)
-    mom0 = np.tensordot(dv.value, weights, axes=1) * (PIPELINE_UNIT * dv.unit)
-    total = weights.sum(axis=0)
+    mom0, total, first = (np.zeros(line.shape[1:], np.float64) for _ in range(3))
+    for z in range(line.shape[0]):  # channel by channel: no float64 copy of the whole cube
+        plane = np.where(mask[z], line[z], 0.0)
+        mom0 += dv.value[z] * plane
+        total += plane
+        first += coordinate.value[z] * plane
     with np.errstate(invalid="ignore", divide="ignore"):
-        mom1 = np.where(total > 0, np.tensordot(coordinate.value, weights, axes=1) / total, np.nan)
+        mom1 = np.where(total > 0, first / total, np.nan)
+    mom0 = mom0 * (PIPELINE_UNIT * dv.unit)
     return mom0.to(MOMENT0_UNIT), mom1 * coordinate.unit
 
 
@@ -144,12 +148,14 @@ def _image_bytes(cube: Cube, image: u.Quantity, *, origin: tuple[int, int] = (0,
             header[key] = cube.header[key]
     _beam_cards(cube, header)
     header["BUNIT"], header["BTYPE"] = image.unit.to_string("fits"), btype
-    return _fits_bytes(np.asarray(image.value, np.float32), header)
+    dtype = np.float64 if image.unit.is_equivalent(u.Hz) else np.float32  # a float32 GHz is good to ~16 kHz only
+    return _fits_bytes(np.asarray(image.value, dtype), header)
 
 
 def _cube_bytes(cube: Cube, data: np.ndarray, *, start: tuple[int, int, int] = (0, 0, 0),
                 bunit: str | None = None) -> bytes:  # fmt: skip
-    """``data`` (nz, ny, nx) in the file's layout under a copy of its header, reference pixels shifted by ``start``."""
+    """``data`` (nz, ny, nx) in the file's layout under a copy of its header, reference pixels shifted by ``start``;
+    ``bunit`` None for the source ids of the mask cube."""
     header = cube.header.copy()
     for key in ("BSCALE", "BZERO", "BLANK", "DATAMIN", "DATAMAX", "CHECKSUM", "DATASUM", "XTENSION", "PCOUNT",
                 "GCOUNT", "EXTNAME", "EXTVER", "BUNIT"):  # fmt: skip
@@ -163,6 +169,8 @@ def _cube_bytes(cube: Cube, data: np.ndarray, *, start: tuple[int, int, int] = (
     _beam_cards(cube, header)
     if bunit is not None:
         header["BUNIT"] = bunit
+    else:  # source ids: neither a unit nor the input's BTYPE (CASA's 'Intensity')
+        header.remove("BTYPE", ignore_missing=True)
     return _fits_bytes(to_file_layout(cube, data), header)
 
 

@@ -246,6 +246,37 @@ def test_error_columns_only_where_the_source_has_them(made, tmp_path):
     assert field.ucd == "stat.error;pos.cartesian.x"
 
 
+def test_products_of_a_transposed_cube_keep_its_axis_order(tmp_path):
+    x, y, z, fx, fy, pa, fz, peak, snr = TRUTH[1]
+    data = (peak * source_model((NZ, NY, NX), x=x, y=y, z=z, fwhm_x=fx, fwhm_y=fy, pa=pa, fwhm_z=fz)).astype(np.float32)
+    h, t = cube_header(NX, NY, NZ, stokes=False), fits.Header()  # FITS axes (spectral, RA, DEC): numpy (dec, ra, z)
+    for new, old in ((1, 3), (2, 1), (3, 2)):
+        for key in ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT"):
+            t[f"{key}{new}"] = h[f"{key}{old}"]
+    for key in ("BUNIT", "RESTFRQ", "RADESYS", "BMAJ", "BMIN", "BPA"):
+        t[key] = h[key]
+    fits.PrimaryHDU(np.transpose(data, (1, 2, 0)), header=t).writeto(tmp_path / "t.fits")
+    cube = read_cube(tmp_path / "t.fits")
+    table = catalogue_io.catalogue_table(cube, [stand_in(*TRUTH[1])])
+    products.write_products(cube, table, tmp_path / "t.cat.ecsv", ["mask", "cubelets"])
+    mask = fits.getdata(tmp_path / "t.mask.fits")
+    assert mask.shape == (NY, NX, NZ) and mask[round(y), round(x), round(z)] == 1
+    with fits.open(tmp_path / "t_cubelets" / "1.fits") as hdul:
+        wcs = WCS(hdul[0].header)
+        (yc, xc, zc), = np.argwhere(hdul[0].data == hdul[0].data.max())  # numpy axes (DEC, RA, spectral)
+    world = wcs.pixel_to_world_values(zc, xc, yc)
+    np.testing.assert_allclose(WCS(t).world_to_pixel_values(*world), (round(z), round(x), round(y)), atol=1e-6)
+
+
+def test_an_empty_catalogue_gives_empty_products(made, tmp_path):
+    cube = made[0]
+    table = catalogue_io.catalogue_table(cube, [])
+    written = products.write_products(cube, table, tmp_path / "e.cat.ecsv", products.PRODUCTS)
+    assert (fits.getdata(tmp_path / "e.mask.fits") == 0).all() and (fits.getdata(tmp_path / "e.mom0.fits") == 0).all()
+    assert len(Regions.read(tmp_path / "e.reg", format="ds9")) == len(Regions.read(tmp_path / "e.crtf")) == 0
+    assert len(written) == 5 and not list((tmp_path / "e_cubelets").iterdir())
+
+
 # ---------------------------------------------------------------- through dfjax.infer
 
 
