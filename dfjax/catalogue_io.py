@@ -93,7 +93,7 @@ COLUMNS: dict[str, ColumnDoc] = {
     "line_flux": ColumnDoc("phot.flux;spect.line", "Line flux integrated over the line, from the flux ResNet"),
     "line_flux_measured": ColumnDoc("phot.flux;spect.line", "Line flux measured in the 3-D source mask "
                                                             "(continuum subtracted, beam-area normalised)"),
-    "f_sum": ColumnDoc("phot.flux", "SoFiA-2 name of line_flux_measured (the same values)"),
+    "f_sum": ColumnDoc("phot.flux;spect.line", "SoFiA-2 name of line_flux_measured (the same values)"),
     "continuum": ColumnDoc("phot.flux.density", "Mean continuum surface brightness"),
     "snr": ColumnDoc("stat.snr", "Signal-to-noise ratio (eq. 17)"),
     "x0": ColumnDoc("pos.cartesian.x;stat.min", "Bounding box, first pixel along x"),
