@@ -1,8 +1,12 @@
 """Source catalogues of real cubes: pixel → world, units, and files in four formats, written atomically.
 
-One row per source, columns (units in the table, hence in every format's metadata):
+One row per source. Each column's unit, UCD and one-line meaning are in :data:`COLUMNS` and travel
+with the file: units in every format; UCDs (column ``meta['ucd']``) and descriptions in the
+VOTable's FIELDs, the ECSV header and the FITS table (astropy's column metadata, plus ``TCOMMn``
+cards for other readers); plain CSV carries the units in '#' comment lines. :func:`column_docs`
+renders the list as a table for the README. Names follow SoFiA-2 where it has one (``ra``, ``dec``,
+``freq``, ``f_sum``, ``ell_maj``, ``ell_min``, ``ell_pa``, ``err_*``).
 
-=====================  ===========  ==========================================================
 column                 unit         meaning
 =====================  ===========  ==========================================================
 id                                  1, 2, ... by decreasing SNR
@@ -27,14 +31,29 @@ flags                               comma-separated: blended, deblended, searche
 reliability                         1 − N_neg/N_pos above the source's SNR (only with --reliability;
                                     :mod:`dfjax.reliability`)
 =====================  ===========  ==========================================================
+=======
+Pixels: 0-based; x along the first celestial axis (NAXIS1 for ordinary cubes), y the second, z
+the spectral axis as stored; boxes half-open.
+
+Position angles, once: ``pa`` is the pipeline's (and ``sim.sky``'s) rotation in pixel space,
+``x' = dx·cos pa − dy·sin pa``, ``y' = dx·sin pa + dy·cos pa`` with FWHM ``fwhm_x`` along x' and
+``fwhm_y`` along y': the fwhm_x axis points along (cos pa, −sin pa) in (x, y). ``ell_pa`` is the
+major axis on the sky, east of north, in [0°, 180°), taken through the WCS's local pixel → sky
+Jacobian at the source (right for any CDELT sign, rotation or skew); for a standard header (RA
+increasing to the left, Dec up, square pixels) ell_pa = 90° − pa when fwhm_x is the major axis and
+180° − pa when fwhm_y is. ``ell_maj``/``ell_min`` are the sky FWHMs of the same ellipse.
+
+Uncertainties: a ``Source`` attribute ``err_<name>`` (e.g. ``err_x``, from a later joint fit)
+becomes the column ``err_<name>`` in ``<name>``'s unit; absent or None everywhere, no column.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,11 +61,14 @@ from typing import Any
 import numpy as np
 from astropy import constants as const
 from astropy import units as u
+from astropy.io import fits
 from astropy.table import QTable, Table
+from astropy.wcs import WCS
 
 from dfjax.cube_io import PIPELINE_UNIT, Cube
 
-__all__ = ["FORMATS", "catalogue_table", "plot_catalogue", "read_catalogue", "write_atomic", "write_catalogue"]
+__all__ = ["COLUMNS", "FORMATS", "catalogue_table", "column_docs", "km_s_per_channel", "plot_catalogue",
+           "read_catalogue", "sky_ellipse", "write_atomic", "write_catalogue"]
 
 SURFACE_BRIGHTNESS = u.Jy / u.beam
 
@@ -65,43 +87,170 @@ FORMATS: dict[str, Format] = {
 }
 
 
+@dataclass(frozen=True)
+class ColumnDoc:
+    ucd: str  # IVOA UCD1+ (checked by astropy.io.votable against the controlled vocabulary)
+    description: str
+
+
+COLUMNS: dict[str, ColumnDoc] = {
+    "id": ColumnDoc("meta.id;meta.main", "Source number, 1, 2, ... by decreasing SNR; its value in the mask cube"),
+    "x": ColumnDoc("pos.cartesian.x", "Centre, 0-based pixel along x (the first celestial axis, NAXIS1)"),
+    "y": ColumnDoc("pos.cartesian.y", "Centre, 0-based pixel along y (the second celestial axis, NAXIS2)"),
+    "z": ColumnDoc("pos.cartesian.z", "Line centre, 0-based channel as stored"),
+    "ra": ColumnDoc("pos.eq.ra;meta.main", "Longitude of (x, y) in the cube's celestial frame (RADESYS)"),
+    "dec": ColumnDoc("pos.eq.dec;meta.main", "Latitude of (x, y) in the cube's celestial frame (RADESYS)"),
+    "freq": ColumnDoc("em.freq", "Frequency at channel z"),
+    "velocity": ColumnDoc("spect.dopplerVeloc.radio", "Radio velocity at channel z (with a rest frequency only)"),
+    "fwhm_x": ColumnDoc("phys.angSize", "2-D Gaussian FWHM along x' (pixel frame, see pa)"),
+    "fwhm_y": ColumnDoc("phys.angSize", "2-D Gaussian FWHM along y' (pixel frame, see pa)"),
+    "fwhm_x_arcsec": ColumnDoc("phys.angSize", "fwhm_x times the pixel scale along x"),
+    "fwhm_y_arcsec": ColumnDoc("phys.angSize", "fwhm_y times the pixel scale along y"),
+    "pa": ColumnDoc("pos.posAng", "Pixel-frame rotation of sim.sky: x' = dx cos pa - dy sin pa, y' = dx sin pa + "
+                                  "dy cos pa; not east of north (see ell_pa)"),
+    "ell_maj": ColumnDoc("phys.angSize.smajAxis", "Major-axis FWHM of the source ellipse on the sky"),
+    "ell_min": ColumnDoc("phys.angSize.sminAxis", "Minor-axis FWHM of the source ellipse on the sky"),
+    "ell_pa": ColumnDoc("pos.posAng", "Position angle of the major axis, east of north, in [0, 180)"),
+    "fwhm_z": ColumnDoc("spect.line.width", "Line FWHM in channels"),
+    "fwhm_z_kms": ColumnDoc("spect.line.width", "Line FWHM in radio velocity (c dnu/nu_rest, or c dnu/nu without "
+                                                "a rest frequency)"),
+    "peak_flux": ColumnDoc("phot.flux.density;stat.max", "Peak surface brightness"),
+    "line_flux": ColumnDoc("phot.flux;spect.line", "Line flux integrated over the line, from the flux ResNet"),
+    "line_flux_measured": ColumnDoc("phot.flux;spect.line", "Line flux measured in the 3-D source mask "
+                                                            "(continuum subtracted, beam-area normalised)"),
+    "f_sum": ColumnDoc("phot.flux;spect.line", "SoFiA-2 name of line_flux_measured (the same values)"),
+    "continuum": ColumnDoc("phot.flux.density", "Mean continuum surface brightness"),
+    "snr": ColumnDoc("stat.snr", "Signal-to-noise ratio (eq. 17)"),
+    "x0": ColumnDoc("pos.cartesian.x;stat.min", "Bounding box, first pixel along x"),
+    "y0": ColumnDoc("pos.cartesian.y;stat.min", "Bounding box, first pixel along y"),
+    "x1": ColumnDoc("pos.cartesian.x;stat.max", "Bounding box, one past the last pixel along x"),
+    "y1": ColumnDoc("pos.cartesian.y;stat.max", "Bounding box, one past the last pixel along y"),
+    "z0": ColumnDoc("pos.cartesian.z;stat.min", "Emission range, first channel"),
+    "z1": ColumnDoc("pos.cartesian.z;stat.max", "Emission range, one past the last channel"),
+    "flags": ColumnDoc("meta.code", "Comma-separated: blended, deblended, residual, searched"),
+    "reliability": ColumnDoc("stat.probability", "1 - N_neg/N_pos of the detections at or above this SNR, the "
+                                                 "negatives found on -cube (only with --reliability)"),
+}
+
+
+def km_s_per_channel(cube: Cube, z: float | np.ndarray) -> u.Quantity:
+    """Channel width at (fractional) ``z`` as radio velocity: c·Δν/ν_rest, or c·Δν/ν without rest frequency."""
+    dnu = cube.channel_width(z).to(u.Hz)
+    reference = cube.rest_freq if cube.rest_freq is not None else cube.freq_at(z).to(u.Hz)
+    return (const.c * dnu / reference).to(u.km / u.s)
+
+
 def catalogue_table(cube: Cube, sources: Sequence[Any]) -> QTable:
     """QTable of ``sources`` (pipeline ``Source`` objects in ``cube``'s pixels) with world coordinates and units."""
     sources = sorted(sources, key=lambda s: -float(s.snr))
-    col = {name: np.array([float(getattr(s, name)) for s in sources], float) for name in
-           ("x", "y", "z", "fwhm_x", "fwhm_y", "pa", "fwhm_z", "peak_flux", "line_flux", "line_flux_measured",
-            "continuum", "snr", "z0", "z1")}  # fmt: skip
-    box = {name: np.array([int(getattr(s, name)) for s in sources], np.int64) for name in ("x0", "y0", "x1", "y1")}
+
+    def values(name: str) -> np.ndarray:
+        return np.array([np.nan if getattr(s, name, None) is None else float(getattr(s, name)) for s in sources],
+                        float)  # fmt: skip
+
+    col = {name: values(name) for name in ("x", "y", "z", "fwhm_x", "fwhm_y", "pa", "fwhm_z")}
+    km_s_per_chan = km_s_per_channel(cube, col["z"])
+    # each per-source quantity in its catalogue unit; err_<name> columns go through the same conversion
+    convert: dict[str, Callable[[np.ndarray], u.Quantity]] = {
+        "x": lambda v: v * u.pix, "y": lambda v: v * u.pix, "z": lambda v: v * u.chan,
+        "fwhm_x": lambda v: v * u.pix, "fwhm_y": lambda v: v * u.pix,
+        "fwhm_x_arcsec": lambda v: v * cube.pixel_scale[0], "fwhm_y_arcsec": lambda v: v * cube.pixel_scale[1],
+        "pa": lambda v: v * u.deg, "fwhm_z": lambda v: v * u.chan, "fwhm_z_kms": lambda v: v * km_s_per_chan,
+        "peak_flux": lambda v: (v * PIPELINE_UNIT).to(SURFACE_BRIGHTNESS),
+        "line_flux": lambda v: v * u.Jy * u.km / u.s,  # the flux ResNet regresses Jy km/s directly
+        # measured: cube units · channels (summed over pixels / beam_area_px): mJy·chan → Jy km/s
+        "line_flux_measured": lambda v: (v * PIPELINE_UNIT * u.beam).to(u.Jy) * km_s_per_chan,
+        "continuum": lambda v: (v * PIPELINE_UNIT).to(SURFACE_BRIGHTNESS),
+        "snr": lambda v: v,
+    }  # fmt: skip
+    source_name = {"fwhm_x_arcsec": "fwhm_x", "fwhm_y_arcsec": "fwhm_y", "fwhm_z_kms": "fwhm_z"}
     ra, dec = cube.sky_at(col["x"], col["y"])
     freq = cube.freq_at(col["z"]).to(u.Hz)
-    dnu = cube.channel_width(col["z"]).to(u.Hz)
-    reference = cube.rest_freq if cube.rest_freq is not None else freq
-    km_s_per_chan = (const.c * dnu / reference).to(u.km / u.s)
     t = QTable()
     t["id"] = np.arange(1, len(sources) + 1, dtype=np.int64)
-    t["x"], t["y"], t["z"] = col["x"] * u.pix, col["y"] * u.pix, col["z"] * u.chan
+    for name in ("x", "y", "z"):
+        t[name] = convert[name](col[name])
     t["ra"], t["dec"] = ra * u.deg, dec * u.deg
     t["freq"] = freq
     if cube.rest_freq is not None:
         t["velocity"] = freq.to(u.km / u.s, u.doppler_radio(cube.rest_freq))
-    t["fwhm_x"], t["fwhm_y"] = col["fwhm_x"] * u.pix, col["fwhm_y"] * u.pix
-    t["fwhm_x_arcsec"] = col["fwhm_x"] * cube.pixel_scale[0]
-    t["fwhm_y_arcsec"] = col["fwhm_y"] * cube.pixel_scale[1]
-    t["pa"] = col["pa"] * u.deg
-    t["fwhm_z"] = col["fwhm_z"] * u.chan
-    t["fwhm_z_kms"] = col["fwhm_z"] * km_s_per_chan
-    t["peak_flux"] = (col["peak_flux"] * PIPELINE_UNIT).to(SURFACE_BRIGHTNESS)
-    t["line_flux"] = col["line_flux"] * u.Jy * u.km / u.s  # the flux ResNet regresses Jy km/s directly
-    # measured: cube units · channels (summed over pixels / beam_area_px): mJy·chan → Jy km/s
-    t["line_flux_measured"] = (col["line_flux_measured"] * PIPELINE_UNIT * u.beam).to(u.Jy) * km_s_per_chan
-    t["continuum"] = (col["continuum"] * PIPELINE_UNIT).to(SURFACE_BRIGHTNESS)
-    t["snr"] = col["snr"]
+    for name in ("fwhm_x", "fwhm_y", "fwhm_x_arcsec", "fwhm_y_arcsec", "pa"):
+        t[name] = convert[name](col[source_name.get(name, name)])
+    t["ell_maj"], t["ell_min"], t["ell_pa"] = sky_ellipse(cube.celestial, col["x"], col["y"], col["fwhm_x"],
+                                                          col["fwhm_y"], col["pa"])  # fmt: skip
+    for name in ("fwhm_z", "fwhm_z_kms", "peak_flux", "line_flux", "line_flux_measured", "continuum", "snr"):
+        t[name] = convert[name](values(source_name.get(name, name)))
+        if name == "line_flux_measured":
+            t["f_sum"] = t[name]
     for name in ("x0", "y0", "x1", "y1"):
-        t[name] = box[name] * u.pix
-    t["z0"], t["z1"] = col["z0"] * u.chan, col["z1"] * u.chan
+        t[name] = np.array([int(getattr(s, name)) for s in sources], np.int64) * u.pix
+    t["z0"], t["z1"] = values("z0") * u.chan, values("z1") * u.chan
     t["flags"] = np.array([",".join(s.flags) for s in sources], dtype=str) if sources else np.array([], dtype="U1")
+    for name, to_unit in convert.items():  # a place for the joint fit's uncertainties; never invented
+        err = values("err_" + source_name.get(name, name))
+        if np.isfinite(err).any():
+            t["err_" + name] = to_unit(err)
+    _describe(t, cube)
     t.meta.update(_meta(cube))
     return t
+
+
+def _describe(t: QTable, cube: Cube) -> None:
+    """Attach each column's UCD (``meta['ucd']``) and description from :data:`COLUMNS`."""
+    galactic = cube.celestial.wcs.ctype[cube.celestial.wcs.lng].upper().startswith("GLON")
+    for name in t.colnames:
+        base = name.removeprefix("err_")
+        doc = COLUMNS[base]
+        ucd = doc.ucd.replace("pos.eq.ra", "pos.galactic.lon").replace("pos.eq.dec", "pos.galactic.lat") \
+            if galactic else doc.ucd
+        if name != base:
+            ucd = "stat.error;" + ucd.removesuffix(";meta.main")
+            doc = ColumnDoc(ucd, f"Uncertainty (1 sigma) of {base}")
+        t[name].info.meta = {"ucd": ucd}
+        t[name].info.description = doc.description
+
+
+def column_docs(table: QTable) -> str:
+    """The columns of ``table``: name, unit, UCD and meaning as a Markdown table (for the README)."""
+    rows = ["| column | unit | UCD | meaning |", "|---|---|---|---|"]
+    for name in table.colnames:
+        unit = getattr(table[name], "unit", None)
+        rows.append(f"| `{name}` | {unit.to_string() if unit is not None else ''} | `{table[name].info.meta['ucd']}` "
+                    f"| {table[name].info.description} |")
+    return "\n".join(rows) + "\n"
+
+
+def sky_ellipse(celestial: WCS, x: np.ndarray, y: np.ndarray, fwhm_x: np.ndarray, fwhm_y: np.ndarray,
+                pa_deg: np.ndarray) -> tuple[u.Quantity, u.Quantity, u.Quantity]:  # fmt: skip
+    """(major FWHM, minor FWHM, position angle east of north in [0°, 180°)) on the sky of the pixel-frame
+    Gaussians (x, y, fwhm_x, fwhm_y, pa) of the module docstring, through the local pixel → sky Jacobian.
+
+    The FWHM ellipse's quadratic form in pixels, Rᵀ·diag(fwhm_x², fwhm_y²)·R with R the rotation by pa,
+    is carried to (east, north) arcsec as J·F·Jᵀ; its eigenvectors are the sky axes.
+    """
+    x, y, fx, fy, pa = (np.atleast_1d(np.asarray(v, float)) for v in (x, y, fwhm_x, fwhm_y, pa_deg))
+    if x.size == 0:
+        return np.zeros(0) * u.arcsec, np.zeros(0) * u.arcsec, np.zeros(0) * u.deg
+    jac = _sky_jacobian(celestial, x, y)
+    c, s = np.cos(np.deg2rad(pa)), np.sin(np.deg2rad(pa))
+    axes = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -1)  # columns: fwhm_x axis, fwhm_y axis
+    f_pix = axes @ (np.stack([fx**2, fy**2], -1)[..., None] * np.swapaxes(axes, -1, -2))
+    f_sky = jac @ f_pix @ np.swapaxes(jac, -1, -2)
+    w, v = np.linalg.eigh(f_sky)  # ascending: the last eigenvector is the major axis (east, north)
+    pa_sky = np.rad2deg(np.arctan2(v[:, 0, 1], v[:, 1, 1])) % 180.0
+    return np.sqrt(w[:, 1]) * u.arcsec, np.sqrt(np.maximum(w[:, 0], 0.0)) * u.arcsec, pa_sky * u.deg
+
+
+def _sky_jacobian(celestial: WCS, x: np.ndarray, y: np.ndarray, step: float = 0.5) -> np.ndarray:
+    """d(east, north)/d(x, y) in arcsec per pixel at each (x, y) → (n, 2, 2), by central differences."""
+    lng, lat = celestial.wcs.lng, celestial.wcs.lat
+    lat0 = np.deg2rad(celestial.wcs_pix2world(x, y, 0)[lat])
+    columns = []
+    for dx, dy in ((step, 0.0), (0.0, step)):
+        plus, minus = celestial.wcs_pix2world(x + dx, y + dy, 0), celestial.wcs_pix2world(x - dx, y - dy, 0)
+        east = ((plus[lng] - minus[lng] + 180.0) % 360.0 - 180.0) * np.cos(lat0)
+        columns.append(np.stack([east, plus[lat] - minus[lat]], -1) * 3600.0 / (2.0 * step))
+    return np.stack(columns, -1)
 
 
 def _meta(cube: Cube) -> dict[str, Any]:
@@ -145,15 +294,25 @@ def catalogue_bytes(table: QTable, fmt: str) -> bytes:
     """The file content of ``table`` in ``fmt`` (one of :data:`FORMATS`)."""
     if fmt == "votable":
         from astropy.io.votable import from_table
+        from astropy.io.votable.tree import Info
 
         buffer = io.BytesIO()
-        votable = from_table(Table(table))
+        votable = from_table(Table(table))  # FIELDs take unit, meta['ucd'] and description from the columns
+        resource_table = votable.get_first_table()
+        resource_table.description = "dfjax source catalogue (DeepFocus pipeline)"
+        resource_table.infos.extend(Info(name=k, value=str(v)) for k, v in table.meta.items())
         votable.to_xml(buffer)
         return buffer.getvalue()
     if fmt == "fits":
-        buffer = io.BytesIO()
-        Table(table).write(buffer, format="fits")
-        return buffer.getvalue()
+        buffer, out = io.BytesIO(), io.BytesIO()
+        Table(table).write(buffer, format="fits")  # astropy keeps description/meta in its serialised COMMENT block
+        buffer.seek(0)
+        with fits.open(buffer) as hdul:
+            for i, name in enumerate(table.colnames, start=1):  # TCOMMn: the column comment other readers show
+                if table[name].info.description:
+                    hdul[1].header[f"TCOMM{i}"] = table[name].info.description
+            hdul.writeto(out)
+        return out.getvalue()
     text = io.StringIO()
     if fmt == "csv":  # plain CSV has no metadata: units go in '#' comment lines before the header
         units = ", ".join(f"{c}[{table[c].unit}]" for c in table.colnames if getattr(table[c], "unit", None))
@@ -172,7 +331,10 @@ def read_catalogue(path: str | os.PathLike, fmt: str = "ecsv") -> QTable:
     """Read a catalogue written by :func:`write_catalogue` (CSV comes back without units)."""
     if fmt == "csv":
         return QTable.read(path, format="ascii.csv", comment="#")
-    return QTable.read(path, format=FORMATS[fmt].astropy)
+    table = QTable.read(path, format=FORMATS[fmt].astropy)
+    for key in [k for k in table.meta if re.fullmatch(r"TCOMM\d+", str(k))]:  # already the columns' descriptions
+        del table.meta[key]
+    return table
 
 
 def plot_catalogue(cube: Cube, table: QTable, *, max_spectra: int = 12) -> bytes:

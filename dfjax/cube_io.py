@@ -32,7 +32,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from dfjax.datasets.almasim.records import FLUX_SCALE
 
-__all__ = ["Beam", "Cube", "CubeError", "PIPELINE_UNIT", "read_cube"]
+__all__ = ["Beam", "Cube", "CubeError", "PIPELINE_UNIT", "file_wcs", "fits_axes", "read_cube", "to_file_layout"]
 
 PIPELINE_UNIT = u.Unit("mJy / beam")
 """Units of :attr:`Cube.data`: the models were trained on cubes in mJy/beam (Jy × FLUX_SCALE)."""
@@ -120,12 +120,11 @@ def read_cube(path: str | Path) -> Cube:
     if spec < 0:
         raise CubeError(f"{path}: no spectral axis in the WCS (axes: {', '.join(types)})")
     n = wcs.naxis
-    others = [i for i in range(n) if i not in (lng, lat, spec)]
+    ix, iy, spec, others = fits_axes(wcs)
     for i in others:
         if raw.shape[n - 1 - i] != 1:
             raise CubeError(f"{path}: axis {types[i]} has {raw.shape[n - 1 - i]} planes; pass a cube with one")
-    ix, iy = min(lng, lat), max(lng, lat)  # FITS axis indices of x and y
-    order = [n - 1 - spec, n - 1 - iy, n - 1 - ix] + [n - 1 - i for i in others]  # numpy axes, reversed FITS
+    order = _numpy_order(wcs)
     data = np.transpose(raw, order).reshape([raw.shape[k] for k in order[:3]])
     nz = data.shape[0]
 
@@ -152,6 +151,37 @@ def read_cube(path: str | Path) -> Cube:
     return Cube(path=path, data=np.ascontiguousarray(data), blank=blank, freq=freq.to(u.Hz), velocity=velocity,
                 rest_freq=rest_freq, celestial=celestial, spectral=spectral, pixel_scale=pixel_scale,
                 beam=beam, channel_beams=channel_beams, header=header)
+
+
+def fits_axes(wcs: WCS) -> tuple[int, int, int, list[int]]:
+    """0-based FITS axis indices (x, y, z, others) of a cube's WCS: x the celestial axis with the lower index."""
+    lng, lat, spec = wcs.wcs.lng, wcs.wcs.lat, wcs.wcs.spec
+    others = [i for i in range(wcs.naxis) if i not in (lng, lat, spec)]
+    return min(lng, lat), max(lng, lat), spec, others
+
+
+def _numpy_order(wcs: WCS) -> list[int]:
+    """The numpy axes of the file's array, in the order (z, y, x, others...): numpy reverses FITS."""
+    n = wcs.naxis
+    ix, iy, spec, others = fits_axes(wcs)
+    return [n - 1 - spec, n - 1 - iy, n - 1 - ix] + [n - 1 - i for i in others]
+
+
+def file_wcs(header: fits.Header) -> WCS:
+    """The full WCS of a cube's header (as :func:`read_cube` reads it, FITS fix-up warnings silenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        return WCS(header)
+
+
+def to_file_layout(cube: Cube, data: np.ndarray) -> np.ndarray:
+    """``data`` (nz, ny, nx) in the standard order → the array layout of ``cube``'s file (axis order and
+    degenerate axes as there), so that it can be written with the cube's header."""
+    order = _numpy_order(file_wcs(cube.header))
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise ValueError(f"expected a cube (nz, ny, nx), got shape {data.shape}")
+    return np.transpose(data.reshape(data.shape + (1,) * (len(order) - 3)), np.argsort(order))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -31,6 +31,7 @@ from astropy.table import QTable
 
 from dfjax.catalogue_io import FORMATS, catalogue_table, plot_catalogue, write_atomic, write_catalogue
 from dfjax.cube_io import Cube, CubeError, read_cube
+from dfjax.products import parse_products, write_products
 from dfjax.tiling import OVERLAP, min_channels, run_tiled
 
 __all__ = ["DEFAULT_MODEL_DIR", "PIPELINE_CONFIG", "InferError", "catalogue_path", "format_for", "infer_cube",
@@ -151,6 +152,7 @@ def infer_files(
     completeness: bool = False,
     completeness_trials: int = 20,
     seed: int = 0,
+    products: str | Sequence[str] = (),
 ) -> list[Path]:
     """Catalogue each cube; returns the catalogue paths. :class:`InferError`/:class:`CubeError` before any write.
 
@@ -166,6 +168,10 @@ def infer_files(
     if completeness and completeness_trials < 1:
         raise InferError(f"--completeness-trials {completeness_trials}: need at least one injected cube")
     reliability = reliability or min_reliability is not None
+    try:
+        products = parse_products(products)  # mask, moments, cubelets, regions (dfjax.products)
+    except ValueError as exc:
+        raise InferError(str(exc)) from None
     paths = [Path(p) for p in cube_paths]
     if not paths:
         raise InferError("no cube given")
@@ -222,6 +228,7 @@ def infer_files(
                                    target.parent / f"{stem}.completeness.png")  # fmt: skip
             if plot:
                 write_atomic(target.with_suffix(".png"), plot_catalogue(cube, table))
+            write_products(cube, table, target, products, config=config)
             bar.update(1)
     finally:
         bar.close()
@@ -285,12 +292,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--completeness-trials", type=int, default=20, metavar="N",
                         help="injected cubes (5 sources each) for --completeness (default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the injected sources (default: 0)")
+    parser.add_argument("--products", default="", metavar="LIST",
+                        help="also write, beside the catalogue, any of mask,moments,cubelets,regions (comma list)")
     args = parser.parse_args(argv)
     fmt = args.fmt or format_for(args.out)
     try:
         infer_files(args.cubes, model_dir=args.model_dir, out=args.out, fmt=fmt, plot=args.plot,
                     reliability=args.reliability, min_reliability=args.min_reliability,
-                    completeness=args.completeness, completeness_trials=args.completeness_trials, seed=args.seed)
+                    completeness=args.completeness, completeness_trials=args.completeness_trials, seed=args.seed,
+                    products=args.products)
     except (InferError, CubeError) as exc:
         print(f"{parser.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         raise SystemExit(2) from None

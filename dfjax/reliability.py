@@ -24,6 +24,7 @@ import dataclasses
 import numpy as np
 from astropy.table import QTable
 
+from dfjax.catalogue_io import COLUMNS
 from dfjax.cube_io import Cube
 
 __all__ = ["DESCRIPTION", "add_reliability", "negated", "reliability", "snr_column_of"]
@@ -81,6 +82,7 @@ def add_reliability(table: QTable, negative: QTable, *, snr_column: str | None =
     values = reliability(np.asarray(table[name], float), np.asarray(negative[name], float))
     table["reliability"] = values
     table["reliability"].info.description = DESCRIPTION
+    table["reliability"].info.meta = {"ucd": COLUMNS["reliability"].ucd}
     table.meta.update({"RELSNR": name, "RELNPOS": len(table), "RELNNEG": len(negative)})
     return table
 
