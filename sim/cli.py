@@ -51,7 +51,7 @@ def version() -> str:
 
 def make_parser(prog: str, description: str, examples: Sequence[str] = ()) -> argparse.ArgumentParser:
     """An ArgumentParser with our formatter, ``--version`` and an ``examples:`` epilog."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=_epilog(examples),
+    parser = argparse.ArgumentParser(prog=prog, description=description.replace("``", "`"), epilog=_epilog(examples),
                                      formatter_class=HelpFormatter)  # fmt: skip
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     return parser
@@ -70,7 +70,7 @@ def add_config(parser: argparse.ArgumentParser, what: str, *, example: str = "KE
     """``--config FILE`` (YAML; ``what`` says which section is read) and repeatable ``--set KEY=VALUE``."""
     parser.add_argument("--config", type=Path, metavar="FILE", help=f"YAML file: {what}")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"override one setting over --config, value parsed as YAML (repeatable), "
+                        help=f"override one setting (over --config), value parsed as YAML (repeatable), "
                              f"e.g. --set {example}")  # fmt: skip
 
 
