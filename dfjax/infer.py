@@ -177,11 +177,16 @@ def infer_files(
     fmt: str = "ecsv",
     plot: bool = False,
     config: Any = None,
+    config_file: str | Path | None = None,
+    sets: Sequence[str] = (),
     loader: Loader | None = None,
     runner: Runner | None = None,
     progress: bool = True,
 ) -> list[Path]:
-    """Catalogue each cube; returns the catalogue paths. :class:`InferError`/:class:`CubeError` before any write."""
+    """Catalogue each cube; returns the catalogue paths. :class:`InferError`/:class:`CubeError` before any write.
+
+    ``config``: a PipelineConfig; without one, :func:`pipeline_config` of ``config_file`` and ``sets``.
+    """
     if fmt not in FORMATS:
         raise InferError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     paths = [Path(p) for p in cube_paths]
@@ -205,8 +210,8 @@ def infer_files(
         length = saved_sizes(model_dir)[1]
         for path, shape in shapes:
             _check_channels(shape, length, path)
-        if config is None:
-            config = tuned_config(model_dir)
+    if config is None and (loader is None or config_file is not None or sets):
+        config = pipeline_config(model_dir, config_file, sets)
     try:
         models = (loader or _default_loader)(model_dir)
     except (ValueError, FileNotFoundError, KeyError, OSError) as exc:
@@ -288,9 +293,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     fmt = args.fmt or format_for(args.out)
     try:
-        config = pipeline_config(args.model_dir, args.config, args.sets)
-        infer_files(args.cubes, model_dir=args.model_dir, out=args.out, fmt=fmt, plot=args.plot, config=config,
-                    progress=not args.quiet)  # fmt: skip
+        infer_files(args.cubes, model_dir=args.model_dir, out=args.out, fmt=fmt, plot=args.plot,
+                    config_file=args.config, sets=args.sets, progress=not args.quiet)  # fmt: skip
     except (InferError, CubeError) as exc:
         fail(parser.prog, exc)
 
