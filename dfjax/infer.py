@@ -23,7 +23,6 @@ This module never imports training code; the models come from ``Models.load`` of
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 from collections.abc import Callable, Sequence
@@ -99,8 +98,6 @@ def _default_config() -> Any:
 
 def tuned_config(model_dir: str | Path) -> Any:
     """``model_dir/pipeline.yaml`` as a PipelineConfig, or None without one; InferError if unreadable."""
-    import yaml
-
     from dfjax.pipeline import ConfigError, PipelineConfig
 
     path = Path(model_dir) / PIPELINE_CONFIG

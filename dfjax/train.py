@@ -441,10 +441,10 @@ def copy_report(workdir: str | Path, report_dir: str | Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m dfjax.train MODEL --workdir DIR [--config FILE] [--set key=value ...]``; bad input: exit 2."""
-    train_from_command_line(argv)
+    cli_run(argv)
 
 
-def train_from_command_line(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def cli_run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """What :func:`main` does, returning the run's metrics (``metrics.json``); bad input: exit 2."""
     parser = make_parser("python -m dfjax.train", __doc__.split("\n")[0], [
         "python -m dfjax.train resnet_pa --workdir runs/resnet_pa --synthetic --set max_epochs=2",

@@ -49,7 +49,8 @@ def _default(dotted: str) -> str:
 def _common(p: argparse.ArgumentParser) -> None:
     add_config(p, "its `sim:` section (e.g. params.yaml)", example="sky.fwhm_px=[2,4]")
     p.add_argument("--backend", choices=("fast", "casa"), help=f"observation backend {_default('backend')}")
-    p.add_argument("--antenna-config", help=f"antenna configuration, see `python -m sim configs` {_default('observation.antenna_config')}")
+    p.add_argument("--antenna-config",
+                   help=f"antenna configuration, see `python -m sim configs` {_default('observation.antenna_config')}")
     p.add_argument("--seed", type=int, help=f"random seed {_default('seed')}")
 
 
@@ -85,10 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--psf", help="also write the PSF cube here")
     o.add_argument("--noise", choices=("none", "thermal", "snr"), default="thermal", help="noise model")
     o.add_argument("--snr", type=float, help="target peak SNR of the brightest source (--noise snr)")
-    o.add_argument("--integration", type=float, help=f"integration time per visibility, s {_default('observation.integration_s')}")
+    o.add_argument("--integration", type=float,
+                   help=f"integration time per visibility, s {_default('observation.integration_s')}")
     o.add_argument("--total-time", type=float, help=f"total time on source, s {_default('observation.total_time_s')}")
     o.add_argument("--pwv", type=float, help=f"precipitable water vapour, mm {_default('observation.pwv_mm')}")
-    o.add_argument("--weighting", choices=("natural", "uniform", "briggs"), help=f"visibility weighting {_default('observation.weighting')}")
+    o.add_argument("--weighting", choices=("natural", "uniform", "briggs"),
+                   help=f"visibility weighting {_default('observation.weighting')}")
     o.add_argument("--robust", type=float, help=f"Briggs robustness, -2..2 {_default('observation.robust')}")
     o.add_argument("--overwrite", action="store_true", help="replace an existing --out/--psf")
     _common(o)

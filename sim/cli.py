@@ -20,8 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["CliError", "HelpFormatter", "add_config", "add_quiet", "add_subcommand", "apply_sets", "fail", "make_parser",
-           "parse_sets", "read_yaml", "section", "version"]
+__all__ = ["CliError", "HelpFormatter", "add_config", "add_quiet", "add_subcommand", "apply_sets", "fail",
+           "make_parser", "parse_sets", "read_yaml", "section", "version"]
 
 
 class CliError(ValueError):

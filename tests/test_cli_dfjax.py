@@ -29,8 +29,9 @@ ENTRY_POINTS = {  # console script → (module, argv that shows the sub-command'
 
 
 def _cli(module: str, *args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}  # this checkout, whatever the cwd
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}, timeout=120)  # fmt: skip
+                          cwd=cwd, env=env, timeout=120)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess | str, *words: str) -> None:
