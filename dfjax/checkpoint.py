@@ -18,6 +18,7 @@ checkpoint read-only does not log orbax's "Given directory is read only" warning
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -73,10 +74,18 @@ def constructor_args(overrides: dict[str, Any]) -> dict[str, Any]:
 def saved_arguments(path: str | Path) -> dict[str, Any]:
     """The constructor keywords of a saved model, defaults included, read from ``MODEL_FILE``; builds nothing."""
     config = read_model_config(path)
-    signature = inspect.signature(models.factory(config["model"]))
-    defaults = {name: p.default for name, p in signature.parameters.items()
-                if p.default is not inspect.Parameter.empty}  # fmt: skip
-    return {**defaults, **constructor_args(config.get("overrides") or {})}
+    return {**_defaults(models.factory(config["model"])), **constructor_args(config.get("overrides") or {})}
+
+
+def _defaults(factory: Any) -> dict[str, Any]:
+    """Keyword defaults of a model class's ``__init__``, under those of any ``functools.partial`` around it."""
+    keywords: dict[str, Any] = {}
+    while isinstance(factory, functools.partial):
+        keywords = {**factory.keywords, **keywords}
+        factory = factory.func
+    init = factory.__init__ if isinstance(factory, type) else factory  # nnx.Module hides it from inspect
+    parameters = inspect.signature(init).parameters.items()
+    return {**{k: p.default for k, p in parameters if p.default is not inspect.Parameter.empty}, **keywords}
 
 
 def abstract_model(name: str, overrides: dict[str, Any]) -> nnx.Module:

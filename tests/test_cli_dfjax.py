@@ -233,3 +233,13 @@ def test_read_only_checkpoint_loads_without_orbax_warning(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [1, 16]
     assert "read only" not in r.stderr and "WARNING:absl" not in r.stderr, r.stderr
+
+
+def test_saved_arguments_include_the_constructors_defaults(tmp_path):
+    from dfjax import checkpoint
+
+    for name, overrides, attribute in [("deep_gru", {}, "spectrum_length"), ("blobs_finder", {}, "image_size"),
+                                       ("blobs_finder", {"image_size": 64}, "image_size")]:  # fmt: skip
+        checkpoint.write_model_config(tmp_path / name, {"model": name, "overrides": overrides})
+        built = checkpoint.abstract_model(name, overrides)  # shapes only: no memory, no compute
+        assert checkpoint.saved_arguments(tmp_path / name)[attribute] == getattr(built, attribute), name
