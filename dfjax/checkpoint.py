@@ -9,12 +9,20 @@ step with the lowest validation loss.
 
 Restoring always goes through an abstract state built with ``nnx.eval_shape``:
 abstract state → ``restore`` → ``nnx.update``. Inference code loads a trained
-model with :func:`load_model`; this module never imports ``dfjax.train``.
+model with :func:`load_model` (and reads its sizes with :func:`saved_arguments`,
+building nothing); this module never imports ``dfjax.train``. Opening a
+checkpoint read-only does not log orbax's "Given directory is read only" warning
+(DVC links trained models read-only: it would print once per model, every run).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -63,6 +71,23 @@ def constructor_args(overrides: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
 
 
+def saved_arguments(path: str | Path) -> dict[str, Any]:
+    """The constructor keywords of a saved model, defaults included, read from ``MODEL_FILE``; builds nothing."""
+    config = read_model_config(path)
+    return {**_defaults(models.factory(config["model"])), **constructor_args(config.get("overrides") or {})}
+
+
+def _defaults(factory: Any) -> dict[str, Any]:
+    """Keyword defaults of a model class's ``__init__``, under those of any ``functools.partial`` around it."""
+    keywords: dict[str, Any] = {}
+    while isinstance(factory, functools.partial):
+        keywords = {**factory.keywords, **keywords}
+        factory = factory.func
+    init = factory.__init__ if isinstance(factory, type) else factory  # nnx.Module hides it from inspect
+    parameters = inspect.signature(init).parameters.items()
+    return {**{k: p.default for k, p in parameters if p.default is not inspect.Parameter.empty}, **keywords}
+
+
 def abstract_model(name: str, overrides: dict[str, Any]) -> nnx.Module:
     """``models.create(name, **overrides)`` with ShapeDtypeStruct leaves: no memory, no compute."""
     return nnx.eval_shape(
@@ -79,6 +104,22 @@ def _update_from_pure(node: Any, pure: Any) -> None:
     nnx.update(node, state)
 
 
+class _DropReadOnlyNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Given directory is read only")
+
+
+@contextlib.contextmanager
+def _quiet_read_only() -> Iterator[None]:
+    """Drop orbax's read-only notice (absl logger) while a read-only manager opens; nothing else."""
+    absl_logger, notice = logging.getLogger("absl"), _DropReadOnlyNotice()
+    absl_logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(notice)
+
+
 class Checkpointer:
     """Save and restore (model, optimizer, meta) per step; keeps the latest and the best."""
 
@@ -92,7 +133,8 @@ class Checkpointer:
             best_fn=_val_loss, best_mode="min", preservation_policy=policy,
             read_only=read_only, create=not read_only, enable_async_checkpointing=False,
             save_interval_steps=0 if read_only else 1)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        with _quiet_read_only() if read_only else contextlib.nullcontext():
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, *, model: nnx.Module, optimizer: nnx.Optimizer,
              meta: dict[str, Any], val_loss: float) -> None:

@@ -10,9 +10,15 @@ a directory receiving ``<cube stem>.cat.<ext>``. ``--plot`` adds ``<cube stem>.c
 (:mod:`dfjax.reliability`; ``--min-reliability R`` keeps the rows ≥ R); ``--completeness`` injects
 model sources and writes ``<cube stem>.completeness.ecsv``/``.png`` (:mod:`dfjax.completeness`).
 
+The pipeline's settings are ``model_dir/pipeline.yaml`` (tuned by ``python -m dfjax.eval.tune``;
+the defaults without one) or the ``pipeline:`` section of ``--config FILE``, then each
+``--set KEY=VALUE`` (a dotted :class:`~dfjax.pipeline.PipelineConfig` key, YAML value).
+
 Every input is checked before the models are loaded and before anything is written: a bad
-cube, a missing or incompatible model directory or an unwritable output ends the run with a
-one-line message and exit status 2, and no file is written. The models are loaded once.
+cube, a cube with fewer channels than the saved Deep GRU can use (read from its ``model.json``,
+no model built), a bad setting, a missing or incompatible model directory or an unwritable
+output ends the run with a one-line message and exit status 2, and no file is written. The
+models are loaded once. A progress bar counts the cubes and, within a large cube, its windows.
 
 This module never imports training code; the models come from ``Models.load`` of
 :mod:`dfjax.pipeline.run` (the six checkpoints that ``dvc repro`` puts in ``models/``).
@@ -20,7 +26,6 @@ This module never imports training code; the models come from ``Models.load`` of
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 from collections.abc import Callable, Sequence
@@ -33,9 +38,10 @@ from dfjax.catalogue_io import FORMATS, catalogue_table, plot_catalogue, write_a
 from dfjax.cube_io import Cube, CubeError, read_cube
 from dfjax.products import parse_products, write_products
 from dfjax.tiling import OVERLAP, min_channels, run_tiled
+from sim.cli import CliError, add_config, add_quiet, fail, make_parser, parse_sets, read_yaml, section
 
 __all__ = ["DEFAULT_MODEL_DIR", "PIPELINE_CONFIG", "InferError", "catalogue_path", "format_for", "infer_cube",
-           "infer_files", "main", "model_sizes", "tuned_config"]
+           "infer_files", "main", "model_sizes", "pipeline_config", "saved_sizes", "tuned_config"]
 
 DEFAULT_MODEL_DIR = Path("models")
 """Where ``dvc repro`` puts the six trained models (``models/<name>/``), relative to the working directory."""
@@ -74,6 +80,20 @@ def model_sizes(models: Any) -> tuple[int, int]:
     return int(crop), int(length)
 
 
+def saved_sizes(model_dir: str | Path) -> tuple[int, int]:
+    """(crop_size, spectrum_length) from the saved ``model.json`` of Blobs Finder and the Deep GRU; builds nothing."""
+    from dfjax import checkpoint  # imported late: the reader and writers work without JAX
+
+    model_dir = Path(model_dir)
+    try:
+        crop = checkpoint.saved_arguments(model_dir / "blobs_finder")["image_size"]
+        length = checkpoint.saved_arguments(model_dir / "deep_gru")["spectrum_length"]
+    except (ValueError, OSError, KeyError, TypeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise InferError(f"model directory {model_dir}: {' '.join(str(message).split())}") from None
+    return int(crop), int(length)
+
+
 def _default_config() -> Any:
     from dfjax.pipeline import PipelineConfig
 
@@ -82,27 +102,41 @@ def _default_config() -> Any:
 
 def tuned_config(model_dir: str | Path) -> Any:
     """``model_dir/pipeline.yaml`` as a PipelineConfig, or None without one; InferError if unreadable."""
-    import yaml
-
     from dfjax.pipeline import ConfigError, PipelineConfig
 
     path = Path(model_dir) / PIPELINE_CONFIG
     if not path.is_file():
         return None
     try:
-        content = yaml.safe_load(path.read_text()) or {}
-        return PipelineConfig.from_dict(content.get("pipeline") or {})
-    except (OSError, yaml.YAMLError, ConfigError, AttributeError) as exc:
+        return PipelineConfig.from_dict(section(read_yaml(path, flag="tuned settings"), "pipeline", path=path))
+    except (CliError, ConfigError) as exc:
         raise InferError(f"{path}: {' '.join(str(exc).split())}") from None
 
 
-def infer_cube(cube: Cube | str | Path, models: Any, config: Any = None, *, runner: Runner | None = None) -> QTable:
+def pipeline_config(model_dir: str | Path, config_file: str | Path | None = None, sets: Sequence[str] = ()) -> Any:
+    """``config_file``'s ``pipeline:`` section (else :func:`tuned_config`, else the defaults), then ``sets``."""
+    from dfjax.pipeline import ConfigError, PipelineConfig
+
+    try:
+        if config_file is not None:
+            content = section(read_yaml(config_file), "pipeline", path=config_file, required=True)
+            config = PipelineConfig.from_dict(content)
+        else:
+            config = tuned_config(model_dir) or PipelineConfig()
+        overrides = dict(parse_sets(sets, prefix="pipeline"))
+        return config.replace(**overrides) if overrides else config
+    except (CliError, ConfigError) as exc:
+        raise InferError(str(exc)) from None
+
+
+def infer_cube(cube: Cube | str | Path, models: Any, config: Any = None, *, runner: Runner | None = None,
+               progress: bool = False) -> QTable:  # fmt: skip
     """Catalogue (QTable with units) of one cube: read it if needed, run the pipeline window by window."""
     cube = cube if isinstance(cube, Cube) else read_cube(cube)
     runner = runner or _default_runner(cube.beam_area_px or 1.0)
     config = _default_config() if config is None else config
-    _check_channels(cube, models)
     crop_size, spectrum_length = model_sizes(models)
+    _check_channels(cube, spectrum_length)
     if hasattr(config, "detect"):
         # the crop is the trained model's input; step 1 tiles the whole field with it, and steps
         # 2-6 then run once per box on the full field (tiling them would repeat every source)
@@ -112,7 +146,7 @@ def infer_cube(cube: Cube | str | Path, models: Any, config: Any = None, *, runn
     else:
         spatial = crop_size  # a stand-in configuration: tile every step
     sources = run_tiled(cube.data, lambda part: runner(part, models, config),
-                        crop_size=spatial, spectrum_length=spectrum_length)
+                        crop_size=spatial, spectrum_length=spectrum_length, progress=progress)
     return catalogue_table(cube, sources)
 
 
@@ -144,6 +178,8 @@ def infer_files(
     fmt: str = "ecsv",
     plot: bool = False,
     config: Any = None,
+    config_file: str | Path | None = None,
+    sets: Sequence[str] = (),
     loader: Loader | None = None,
     runner: Runner | None = None,
     progress: bool = True,
@@ -155,6 +191,8 @@ def infer_files(
     products: str | Sequence[str] = (),
 ) -> list[Path]:
     """Catalogue each cube; returns the catalogue paths. :class:`InferError`/:class:`CubeError` before any write.
+
+    ``config``: a PipelineConfig; without one, :func:`pipeline_config` of ``config_file`` and ``sets``.
 
     ``reliability`` (implied by ``min_reliability``): a ``reliability`` column from one more run on
     −cube (:mod:`dfjax.reliability`), rows below ``min_reliability`` dropped. ``completeness``:
@@ -189,21 +227,25 @@ def infer_files(
         shapes.append((path, cube.shape))
         if not batch:
             cubes[i] = cube
+    if loader is None:  # the saved models' sizes, before they are loaded
+        length = saved_sizes(model_dir)[1]
+        for path, shape in shapes:
+            _check_channels(shape, length, path)
+    if config is None and (loader is None or config_file is not None or sets):
+        config = pipeline_config(model_dir, config_file, sets)
     try:
         models = (loader or _default_loader)(model_dir)
     except (ValueError, FileNotFoundError, KeyError, OSError) as exc:
         raise InferError(f"model directory {model_dir}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
     for path, shape in shapes:
-        _check_channels(shape, models, path)
-    if config is None and loader is None:
-        config = tuned_config(model_dir)
+        _check_channels(shape, model_sizes(models)[1], path)
     if out is not None and batch:
         out.mkdir(parents=True, exist_ok=True)
     bar = _progress(len(paths), enabled=progress and batch)
     try:
         for i, (path, target) in enumerate(zip(paths, targets)):
             cube = cubes.pop(i, None) or read_cube(path)
-            table = infer_cube(cube, models, config, runner=runner)
+            table = infer_cube(cube, models, config, runner=runner, progress=progress)
             table.meta["MODELDIR"] = str(model_dir)
             unfiltered = table
             if reliability:
@@ -255,10 +297,10 @@ def _plan_outputs(paths: list[Path], out: Path | None, fmt: str, *, batch: bool)
     return targets
 
 
-def _check_channels(cube_or_shape: Cube | tuple[int, ...], models: Any, path: Path | None = None) -> None:
+def _check_channels(cube_or_shape: Cube | tuple[int, ...], length: int, path: Path | None = None) -> None:
+    """InferError unless the cube has the channels a Deep GRU of spectra of ``length`` can use."""
     shape = cube_or_shape.shape if isinstance(cube_or_shape, Cube) else cube_or_shape
     path = path if path is not None else getattr(cube_or_shape, "path", "cube")
-    length = model_sizes(models)[1]
     need = min_channels(length)
     if shape[0] < need:
         raise InferError(f"{path}: {shape[0]} channels, fewer than the {need} the pipeline can use "
@@ -273,10 +315,15 @@ def _progress(total: int, *, enabled: bool) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the command line and call :func:`infer_files`; errors → one line on stderr, exit 2."""
-    parser = argparse.ArgumentParser(prog="python -m dfjax.infer", description=__doc__.splitlines()[0])
+    parser = make_parser("python -m dfjax.infer", __doc__.splitlines()[0], [
+        "python -m dfjax.infer cube.fits                       # writes cube.cat.ecsv next to it",
+        "python -m dfjax.infer cube.fits --out cube.vot --plot",
+        "python -m dfjax.infer a.fits b.fits --out catalogues/ --quiet",
+        "python -m dfjax.infer cube.fits --set characterise.min_line_snr=7 --set detect.threshold=0.2",
+        "python -m dfjax.infer cube.fits --config params.yaml  # its pipeline: section, not models/pipeline.yaml"])
     parser.add_argument("cubes", nargs="+", type=Path, metavar="CUBE.fits", help="dirty cubes (FITS)")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
-                        help="directory with the six trained models (default: models/, from `dvc repro`)")
+                        help="directory with the six trained models, from `dvc repro`")
     parser.add_argument("--out", type=Path, default=None,
                         help="catalogue file (one cube) or directory (several); default: next to each cube")
     parser.add_argument("--format", dest="fmt", choices=tuple(FORMATS), default=None,
@@ -290,20 +337,23 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="inject model sources and write <stem>.completeness.ecsv/.png: recovered fraction "
                              "vs SNR and size")
     parser.add_argument("--completeness-trials", type=int, default=20, metavar="N",
-                        help="injected cubes (5 sources each) for --completeness (default: 20)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the injected sources (default: 0)")
+                        help="injected cubes (5 sources each) for --completeness")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the injected sources")
     parser.add_argument("--products", default="", metavar="LIST",
                         help="also write, beside the catalogue, any of mask,moments,cubelets,regions (comma list)")
+    add_config(parser, f"its `pipeline:` section replaces MODEL_DIR/{PIPELINE_CONFIG} (the tuned settings)",
+               example="characterise.min_line_snr=7")
+    add_quiet(parser)
     args = parser.parse_args(argv)
     fmt = args.fmt or format_for(args.out)
     try:
         infer_files(args.cubes, model_dir=args.model_dir, out=args.out, fmt=fmt, plot=args.plot,
                     reliability=args.reliability, min_reliability=args.min_reliability,
                     completeness=args.completeness, completeness_trials=args.completeness_trials, seed=args.seed,
-                    products=args.products)
+                    products=args.products,
+                    config_file=args.config, sets=args.sets, progress=not args.quiet)  # fmt: skip
     except (InferError, CubeError) as exc:
-        print(f"{parser.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(parser.prog, exc)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -58,18 +59,25 @@ def run_tiled(
     overlap: float = OVERLAP,
     iou_threshold: float = IOU_THRESHOLD,
     match_radius_px: float = MATCH_RADIUS_PX,
+    progress: bool = False,
 ) -> list[Any]:
     """Sources of ``cube`` (nz, ny, nx) in cube coordinates; ``runner(window) -> sources`` in window coordinates.
 
-    Sources are dataclasses with the fields of :class:`dfjax.pipeline.run.Source`.
+    Sources are dataclasses with the fields of :class:`dfjax.pipeline.run.Source`. With ``progress``,
+    a progress bar on stderr counts the windows of a cube that has more than one.
     """
+    from tqdm import tqdm
+
     nz, ny, nx = cube.shape
     if nz < min_channels(spectrum_length):
         raise ValueError(f"{nz} channels, fewer than the {min_channels(spectrum_length)} the pipeline can use "
                          f"(its spectra have {spectrum_length})")
     zw, yw, xw = windows(nz, spectrum_length, overlap), windows(ny, crop_size, overlap), windows(nx, crop_size, overlap)
     found: list[tuple[float, int, Any]] = []  # (margin, window index, source)
-    for index, ((z0, z1), (y0, y1), (x0, x1)) in enumerate((z, y, x) for z in zw for y in yw for x in xw):
+    boxes = [(z, y, x) for z in zw for y in yw for x in xw]
+    bar = tqdm(boxes, unit="window", desc="windows", leave=False, disable=not progress or len(boxes) == 1,
+               file=sys.stderr)  # fmt: skip
+    for index, ((z0, z1), (y0, y1), (x0, x1)) in enumerate(bar):
         part = cube[z0:z1, y0:y1, x0:x1]
         if part.shape[0] < spectrum_length:
             part = np.concatenate([part, np.zeros((spectrum_length - part.shape[0], *part.shape[1:]), part.dtype)])
@@ -80,7 +88,7 @@ def run_tiled(
             margin = min(_margin(src.x, x0, x1, nx) / crop_size, _margin(src.y, y0, y1, ny) / crop_size,
                          _margin(src.z, z0, z1, nz) / spectrum_length)
             found.append((margin, index, src))
-    if len(zw) * len(yw) * len(xw) == 1:
+    if len(boxes) == 1:
         return [src for _, _, src in found]
     return _suppress(found, iou_threshold, match_radius_px)
 

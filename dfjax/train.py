@@ -16,13 +16,11 @@ Run:  python -m dfjax.train resnet_pa --workdir runs/resnet_pa --synthetic --set
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -32,12 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import yaml
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from dfjax import checkpoint, losses, models
+from sim.cli import CliError, add_config, add_quiet, fail, make_parser, parse_sets, read_yaml, section
 
 Batch = tuple[np.ndarray, np.ndarray]
 BatchSource = Callable[[str, int], Iterable[Batch]]
@@ -96,12 +94,10 @@ def parse_config(model_name: str, data: dict[str, Any] | None = None,
         raise ConfigError(f"unknown model {model_name!r}; valid: {', '.join(models.MODEL_NAMES)}")
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"train: expected a mapping, got {type(data).__name__}")
-    items = list((data or {}).items())
-    for item in sets:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        items.append((key.strip(), yaml.safe_load(text)))
+    try:
+        items = list((data or {}).items()) + parse_sets(sets)
+    except CliError as exc:
+        raise ConfigError(str(exc)) from None
     defaults = TrainConfig()
     fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)}
     values: dict[str, Any] = {**_MODEL_DEFAULTS.get(model_name, {}), "model": {}}
@@ -443,44 +439,52 @@ def copy_report(workdir: str | Path, report_dir: str | Path) -> None:
         os.replace(tmp, report_dir / source.name)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """``python -m dfjax.train MODEL --workdir DIR [--config FILE] [--set key=value ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m dfjax.train",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("model", choices=models.MODEL_NAMES)
-    parser.add_argument("--workdir", required=True, type=Path)
-    parser.add_argument("--config", type=Path, help="YAML file with a `train:` mapping (see --section)")
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m dfjax.train MODEL --workdir DIR [--config FILE] [--set key=value ...]``; bad input: exit 2."""
+    cli_run(argv)
+
+
+def cli_run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """What :func:`main` does, returning the run's metrics (``metrics.json``); bad input: exit 2."""
+    parser = make_parser("python -m dfjax.train", __doc__.split("\n")[0], [
+        "python -m dfjax.train resnet_pa --workdir runs/resnet_pa --synthetic --set max_epochs=2",
+        "python -m dfjax.train blobs_finder --workdir models/blobs_finder --config params.yaml "
+        "--section train.blobs_finder",
+        "python -m dfjax.train deep_gru --workdir models/deep_gru --init-from runs/deep_gru "
+        "--upstream blobs_finder=models/blobs_finder --config params.yaml --section train.deep_gru "
+        "--section train.finetune"])  # fmt: skip
+    parser.add_argument("model", choices=models.MODEL_NAMES, help="which of the six models")
+    parser.add_argument("--workdir", required=True, type=Path, help="run directory: checkpoints, logs, metrics")
+    add_config(parser, "the mapping named by --section (TrainConfig keys)", example="max_epochs=2")
     parser.add_argument("--section", action="append", default=None,
-                        help="dotted key of the mapping to read from --config (default train; e.g. "
+                        help="dotted key of the mapping to read from --config (default: train; e.g. "
                              "train.blobs_finder in params.yaml); repeat to merge several, later keys "
                              "winning (phase 2: --section train.deep_gru --section train.finetune)")  # fmt: skip
     parser.add_argument("--report-dir", type=Path,
                         help="also copy metrics.json and train_log.tsv here (DVC metrics and plots)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--init-from", type=Path, help="phase-1 run to fine-tune (phase 2)")
-    parser.add_argument("--data-dir", default="data/tfds", help="TFDS data directory (default data/tfds)")
+    parser.add_argument("--data-dir", default="data/tfds", help="TFDS data directory")
     parser.add_argument("--dataset", default="almasim/default", help="TFDS dataset name/config")
     parser.add_argument("--upstream", action="append", default=[], metavar="MODEL=WORKDIR",
                         help="phase 2: train on the predictions of these trained models "
                              "(deep_gru: blobs_finder; resnets: blobs_finder and deep_gru)")  # fmt: skip
     parser.add_argument("--synthetic", action="store_true", help="random data: smoke run")
-    parser.add_argument("--no-progress", action="store_true")
+    add_quiet(parser)
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (ConfigError, CliError) as exc:
+        fail(parser.prog, exc)
+
+
+def _run(args: Any) -> dict[str, Any]:
+    """Read the config, train, copy the report: what :func:`main` does once the flags are parsed."""
     data = None
     if args.config is not None:
-        try:
-            content = yaml.safe_load(args.config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"--config: {args.config}: {exc}") from None
+        content = read_yaml(args.config)
         data = {}
-        for section in args.section or ["train"]:
-            node = content
-            for key in section.split("."):
-                if not isinstance(node, dict) or key not in node:
-                    raise ConfigError(f"{args.config}: no `{section}` section")
-                node = node[key]
-            if not isinstance(node, dict):
-                raise ConfigError(f"{args.config}: `{section}` is not a mapping")
+        for name in args.section or ["train"]:
+            node = section(content, name, path=args.config, required=True)
             model = {**data.get("model", {}), **node.get("model", {})}
             data = {**data, **node} | ({"model": model} if model else {})
     config = parse_config(args.model, data, args.sets)
@@ -492,9 +496,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         upstream[name] = Path(path)
     batches = (synthetic_batches(args.model, config) if args.synthetic
                else dataset_batches(args.model, config, args.data_dir, args.dataset, upstream or None,
-                                    progress=not args.no_progress))  # fmt: skip
+                                    progress=not args.quiet))  # fmt: skip
     metrics = train(args.model, config, args.workdir, batches=batches,
-                    init_from=args.init_from, progress=not args.no_progress)
+                    init_from=args.init_from, progress=not args.quiet)
     if args.report_dir is not None:
         copy_report(args.workdir, args.report_dir)
     print(json.dumps(metrics))
@@ -502,8 +506,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ConfigError as exc:
-        print(f"python -m dfjax.train: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    main()

@@ -1,10 +1,13 @@
-"""Command line: ``python -m sim generate|observe|configs``.
+"""Command line: ``python -m sim generate|observe|preview|configs`` (console script ``dfjax-sim``).
 
 Examples::
 
     python -m sim generate --out data/sim --n 100 --seed 0 --size 128
     python -m sim observe sky.fits --out dirty.fits --psf psf.fits --noise thermal
     python -m sim generate --out data/sim --n 5000 --dask-scheduler tcp://head:8786
+
+Flags shared with the ``dfjax`` commands (:mod:`sim.cli`): ``--config FILE`` (YAML, its ``sim:``
+section), ``--set KEY=VALUE``, ``--quiet``, ``--version``; bad input is one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -14,105 +17,114 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from sim.config import ConfigError, SimConfig, from_dict
 from sim.casa import CasaUnavailableError
+from sim.cli import CliError, add_config, add_quiet, add_subcommand, make_parser, parse_sets, read_yaml, section
+from sim.config import ConfigError, SimConfig, from_dict
 from sim.fitsio import FitsInputError
 
+PROG = "python -m sim"
 
-def load_config(path: str | None, sets: list[str], flags: dict) -> SimConfig:
+
+def load_config(path: str | Path | None, sets: list[str], flags: dict) -> SimConfig:
     """Defaults <- the `sim:` section of a YAML file <- --set KEY=VALUE <- explicit flags."""
-    data: dict = {}
-    if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"--config: {path}: no such file") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--config: {path}: not valid YAML ({exc})") from None
-        if not isinstance(loaded, dict) or not isinstance(loaded.get("sim"), dict):
-            raise ConfigError(f"--config: {path}: expected a top-level 'sim:' mapping")
-        data = loaded["sim"]
+    try:
+        data = section(read_yaml(path), "sim", path=path, required=True) if path else {}
+        overrides = dict(parse_sets(sets, prefix="sim"))
+    except CliError as exc:
+        raise ConfigError(str(exc)) from None
     config = from_dict(data)
-    overrides = {}
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
-        key = key.removeprefix("sim.")
-        overrides[key] = yaml.safe_load(value)
     overrides.update({k: v for k, v in flags.items() if v is not None})
     return config.replace(**overrides) if overrides else config
 
 
+def _default(dotted: str) -> str:
+    """``(default: sim.KEY, VALUE)`` for help texts, read from SimConfig: the defaults live there only."""
+    value = SimConfig().to_dict()
+    for key in dotted.split("."):
+        value = value[key]
+    return f"(default: sim.{dotted}, {value})"
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML file with a 'sim:' section (e.g. params.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, e.g. --set sky.fwhm_px=[2,4] (repeatable)")  # fmt: skip
-    p.add_argument("--backend", choices=("fast", "casa"))
-    p.add_argument("--antenna-config", help="e.g. alma.cycle9.3 (see `python -m sim configs`)")
-    p.add_argument("--seed", type=int)
+    add_config(p, "its `sim:` section (e.g. params.yaml)", example="sky.fwhm_px=[2,4]")
+    p.add_argument("--backend", choices=("fast", "casa"), help=f"observation backend {_default('backend')}")
+    p.add_argument("--antenna-config",
+                   help=f"antenna configuration, see `python -m sim configs` {_default('observation.antenna_config')}")
+    p.add_argument("--seed", type=int, help=f"random seed {_default('seed')}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sim", description="ALMA observation simulator")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = make_parser(PROG, "ALMA observation simulator", [
+        "python -m sim generate --config params.yaml --out data/sim --n 20",
+        "python -m sim observe sky.fits --out dirty.fits --psf psf.fits --noise thermal",
+        "python -m sim preview data/sim --cube 3 --out previews/",
+        "python -m sim configs"])  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    g = sub.add_parser("generate", help="simulate a set of sky models and dirty cubes")
-    g.add_argument("--out", required=True, help="output directory")
+    g = add_subcommand(sub, "generate", "simulate a set of sky models and dirty cubes", [
+        "python -m sim generate --out data/sim --n 100 --seed 0 --size 128",
+        "python -m sim generate --config params.yaml --set sky.fwhm_px=[2,4] --out data/sim --n 20",
+        "python -m sim generate --out data/sim --n 5000 --dask-scheduler tcp://head:8786"])  # fmt: skip
+    g.add_argument("--out", required=True, help="output directory (resumed if it holds cubes of the same config)")
     g.add_argument("--n", type=int, required=True, help="number of cubes")
-    g.add_argument("--size", type=int, help="field size in pixels (default 360)")
-    g.add_argument("--channels", type=int, help="number of channels (default 128)")
-    g.add_argument("--noise", choices=("none", "thermal", "snr"))
+    g.add_argument("--size", type=int, help=f"field size in pixels {_default('cube.size')}")
+    g.add_argument("--channels", type=int, help=f"number of channels {_default('cube.channels')}")
+    g.add_argument("--noise", choices=("none", "thermal", "snr"), help=f"noise model {_default('noise.mode')}")
     g.add_argument("--workers", type=int, default=1, help="local worker processes (Dask LocalCluster)")
     g.add_argument("--dask-scheduler", metavar="ADDRESS", help="run on an existing Dask cluster")
     g.add_argument("--psf", action="store_true", help="also write the set-up's dirty beam to OUT/psf.fits")
     g.add_argument("--overwrite", action="store_true", help="discard existing cubes in --out")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(g)
     _common(g)
 
-    o = sub.add_parser("observe", help="observe one sky-model FITS cube (Jy/pixel)")
-    o.add_argument("sky", help="sky-model FITS cube with RA/Dec/FREQ axes")
+    o = add_subcommand(sub, "observe", "observe one sky-model FITS cube (Jy/pixel)", [
+        "python -m sim observe sky.fits --out dirty.fits --psf psf.fits --noise thermal",
+        "python -m sim observe sky.fits --out dirty.fits --noise snr --snr 20 --weighting briggs --robust 0.5"])
+    o.add_argument("sky", help="sky-model FITS cube with RA/Dec/FREQ axes, BUNIT Jy/pixel")
     o.add_argument("--out", required=True, help="dirty cube to write")
     o.add_argument("--psf", help="also write the PSF cube here")
-    o.add_argument("--noise", choices=("none", "thermal", "snr"), default="thermal")
+    o.add_argument("--noise", choices=("none", "thermal", "snr"), default="thermal", help="noise model")
     o.add_argument("--snr", type=float, help="target peak SNR of the brightest source (--noise snr)")
-    o.add_argument("--integration", type=float, help="integration time per visibility, s")
-    o.add_argument("--total-time", type=float, help="total time on source, s")
-    o.add_argument("--pwv", type=float, help="precipitable water vapour, mm")
-    o.add_argument("--weighting", choices=("natural", "uniform", "briggs"))
-    o.add_argument("--robust", type=float)
+    o.add_argument("--integration", type=float,
+                   help=f"integration time per visibility, s {_default('observation.integration_s')}")
+    o.add_argument("--total-time", type=float, help=f"total time on source, s {_default('observation.total_time_s')}")
+    o.add_argument("--pwv", type=float, help=f"precipitable water vapour, mm {_default('observation.pwv_mm')}")
+    o.add_argument("--weighting", choices=("natural", "uniform", "briggs"),
+                   help=f"visibility weighting {_default('observation.weighting')}")
+    o.add_argument("--robust", type=float, help=f"Briggs robustness, -2..2 {_default('observation.robust')}")
     o.add_argument("--overwrite", action="store_true", help="replace an existing --out/--psf")
     _common(o)
 
-    v = sub.add_parser("preview", help="PNG quick-look of one generated cube")
+    v = add_subcommand(sub, "preview", "PNG quick-look of one generated cube", [
+        "python -m sim preview data/sim --cube 3",
+        "python -m sim preview data/sim --cube 3 --out previews/"])  # fmt: skip
     v.add_argument("dir", help="a generate output directory")
     v.add_argument("--cube", type=int, default=0, help="cube index")
-    v.add_argument("--out", help="PNG path (default DIR/preview_NNNNN.png)")
+    v.add_argument("--out", help="PNG path, or an existing directory to write preview_NNNNN.png in "
+                                 "(default: DIR/preview_NNNNN.png)")
 
-    sub.add_parser("configs", help="list the bundled antenna configurations")
+    add_subcommand(sub, "configs", "list the bundled antenna configurations", ["python -m sim configs"])
     return parser
 
 
 def run_generate(args: argparse.Namespace) -> None:
-    from sim.generate import generate
-
-    config = load_config(args.config, args.set, {
+    config = load_config(args.config, args.sets, {
         "cube.size": args.size, "cube.channels": args.channels, "noise.mode": args.noise,
         "backend": args.backend, "observation.antenna_config": args.antenna_config, "seed": args.seed,
     })  # fmt: skip
+    from sim.generate import finished, generate  # imported late: bad flags fail before JAX loads
+
+    reused = 0 if args.overwrite else len(finished(args.out, args.n))
     path = generate(args.out, args.n, config, workers=args.workers, overwrite=args.overwrite,
                     dask_scheduler=args.dask_scheduler, progress=not args.quiet, psf=args.psf)  # fmt: skip
-    print(f"wrote {args.n} cubes and {path}")
+    print(f"{args.out}: reused {reused}, wrote {args.n - reused} cubes; catalogue {path}")
 
 
 def run_observe(args: argparse.Namespace) -> None:
     from sim import fitsio
-    from sim.instrument import build_instrument
-    from sim.observe import observe
 
-    config = load_config(args.config, args.set, {
+    config = load_config(args.config, args.sets, {
         "observation.antenna_config": args.antenna_config, "observation.integration_s": args.integration,
         "observation.total_time_s": args.total_time, "observation.pwv_mm": args.pwv,
         "observation.weighting": args.weighting, "observation.robust": args.robust, "backend": args.backend,
@@ -121,6 +133,8 @@ def run_observe(args: argparse.Namespace) -> None:
     for target in filter(None, (out, psf_out)):
         if target.resolve() == src.resolve():
             raise ConfigError(f"--out/--psf: {target} is the input sky model; refusing to overwrite it")
+        if target.is_dir():
+            raise ConfigError(f"{target} is a directory; --out/--psf name the FITS file to write")
         if target.exists() and not args.overwrite:
             raise ConfigError(f"{target} exists; use --overwrite to replace it")
         if not target.parent.is_dir():
@@ -128,6 +142,9 @@ def run_observe(args: argparse.Namespace) -> None:
     if args.noise == "snr" and (args.snr is None or args.snr <= 0):
         raise ConfigError("--snr: a positive target SNR is needed with --noise snr")
     skyf = fitsio.read_sky(src)
+    from sim.instrument import build_instrument  # imported late: bad input fails before JAX loads
+    from sim.observe import observe
+
     nz, n, _ = skyf.cube.shape
     dnu = float(skyf.freqs_hz[1] - skyf.freqs_hz[0]) if nz > 1 else config.observation.channel_width_hz
     config = config.replace(**{
@@ -156,7 +173,9 @@ def run_observe(args: argparse.Namespace) -> None:
         psf = instrument.psf() if psf_out else None
     header = fitsio.celestial_header(obs, n, skyf.freqs_hz)
     cards = {"ORIGIN": "dfjax.sim", "SIMBACK": config.backend, "ANTCFG": obs.antenna_config,
-             "NOISE": args.noise, "SEED": seed}  # fmt: skip
+             "NOISE": args.noise, "SEED": seed, "WEIGHT": obs.weighting}  # fmt: skip
+    if obs.weighting == "briggs":
+        cards["ROBUST"] = (obs.robust, "Briggs robustness")
     if rms is not None:
         cards["NOISERMS"] = (rms, "[Jy/beam] rms of the added noise")
     fitsio.write_atomic(out, fitsio.cube_hdus(dirty, header, bunit="Jy/beam", beams=beams, cards=cards))
@@ -174,12 +193,18 @@ def run_preview(args: argparse.Namespace) -> None:
     for path in (cube, sky_file):
         if not path.is_file():
             raise ConfigError(f"{path}: no such file (is {directory} a generate output directory?)")
-    out = Path(args.out) if args.out else directory / f"preview_{args.cube:05d}.png"
+    name = f"preview_{args.cube:05d}.png"
+    out = Path(args.out) if args.out else directory / name
+    if out.is_dir():
+        out = out / name
+    elif not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: no such directory {out.parent}")
     print(f"wrote {preview(cube, sky_file, out)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_errors = (ConfigError, FitsInputError, CasaUnavailableError, CliError)
     try:
         if args.command == "configs":
             from sim.array import available_configurations
@@ -191,11 +216,14 @@ def main(argv: list[str] | None = None) -> int:
             run_preview(args)
         else:
             run_observe(args)
-    except (ConfigError, FitsInputError, CasaUnavailableError) as exc:
-        print(f"python -m sim: error: {exc}", file=sys.stderr)
+    except quiet_errors as exc:
+        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an unwritable or vanished path: name it, no traceback
+        print(f"{PROG}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("python -m sim: interrupted; re-run the same command to resume", file=sys.stderr)
+        print(f"{PROG}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     return 0
 

@@ -130,6 +130,9 @@ def read_sky(path: str | os.PathLike) -> SkyFile:
         raise FitsInputError(f"{path}: not a readable FITS file ({exc})") from None
     if data is None:
         raise FitsInputError(f"{path}: the primary HDU holds no image")
+    if "beam" in str(header.get("BUNIT", "")).lower():
+        raise FitsInputError(f"{path}: BUNIT is {header['BUNIT']!r}, per beam; a sky model is Jy/pixel "
+                             f"(is this an observed image?)")  # fmt: skip
     wcs = WCS(header)
     if not wcs.has_celestial:
         raise FitsInputError(f"{path}: no celestial (RA/Dec) WCS")

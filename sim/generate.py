@@ -144,6 +144,8 @@ def read_catalogue_rows(path: Path) -> Table:
 
 
 def _prepare(out_dir: Path, config: SimConfig, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = out_dir / "config.yaml"
     wanted = config.to_dict()
@@ -179,6 +181,13 @@ def _first_difference(a: dict, b: dict, prefix: str = "sim") -> str:
     return ""
 
 
+def finished(out_dir: str | os.PathLike, n: int) -> list[int]:
+    """Indices below `n` whose sky and dirty cubes are both in `out_dir` (a resumed run keeps them)."""
+    out_dir = Path(out_dir)
+    return [i for i in range(n) if (out_dir / CUBE_PATTERN.format(i)).exists()
+            and (out_dir / SKY_PATTERN.format(i)).exists()]  # fmt: skip
+
+
 def generate(
     out_dir: str | os.PathLike,
     n: int,
@@ -202,8 +211,8 @@ def generate(
         raise ConfigError(f"--workers: must be at least 1, got {workers}")
     out_dir = Path(out_dir)
     _prepare(out_dir, config, overwrite)
-    todo = [i for i in range(n) if not (out_dir / CUBE_PATTERN.format(i)).exists()
-            or not (out_dir / SKY_PATTERN.format(i)).exists()]  # fmt: skip
+    done = set(finished(out_dir, n))
+    todo = [i for i in range(n) if i not in done]
     bar = tqdm(total=n, initial=n - len(todo), unit="cube", desc="simulate", disable=not progress)
     start = time.perf_counter()
     if todo and (workers > 1 or dask_scheduler):

@@ -286,7 +286,8 @@ def _bad_corpus(d: Path) -> dict[str, tuple[Path, str]]:
 
 
 def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    checkout = str(Path(__file__).resolve().parents[1])  # import this checkout's dfjax, not an installed one
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": checkout}
     return subprocess.run([sys.executable, "-m", "dfjax.infer", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=60)
 

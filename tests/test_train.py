@@ -270,7 +270,7 @@ def test_config_parsing_is_pedantic():
 def test_cli_synthetic_smoke_and_missing_dataset(tmp_path):
     args = ["deep_gru", "--workdir", str(tmp_path), "--no-progress", "--set", "max_epochs=1",
             "--set", "batch_size=16", "--set", "model={spectrum_length: 16, hidden_features: 4}"]
-    metrics = train.main([*args, "--synthetic"])
+    metrics = train.cli_run([*args, "--synthetic"])
     assert metrics["epochs"] == 1 and metrics["steps"] == 4
     assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 4
     r = subprocess.run([sys.executable, "-m", "dfjax.train", *args, "--data-dir", str(tmp_path / "none")],
@@ -299,7 +299,7 @@ def dummy_dataset(tmp_path_factory):
 
 @pytest.mark.parametrize("name", sorted(TINY_YAML))
 def test_cli_trains_on_the_packaged_dataset(dummy_dataset, tmp_path, name):
-    metrics = train.main([name, "--workdir", str(tmp_path), "--no-progress", "--data-dir", str(dummy_dataset),
+    metrics = train.cli_run([name, "--workdir", str(tmp_path), "--no-progress", "--data-dir", str(dummy_dataset),
                           "--dataset", "almasim/test", "--set", "max_epochs=2", "--set", "batch_size=1",
                           "--set", f"model={TINY_YAML[name]}"])  # fmt: skip
     assert metrics["epochs"] == 2 and metrics["steps"] > 0 and np.isfinite(metrics["best_val_loss"])
@@ -326,7 +326,7 @@ def test_phase_two_trains_on_upstream_predictions(dummy_dataset, tmp_path):
               "--set", "max_epochs=2", "--set", "batch_size=1"]  # fmt: skip
     for name in ("blobs_finder", "deep_gru"):
         train.main([name, "--workdir", str(tmp_path / name), *common, "--set", f"model={TINY_YAML[name]}"])
-    metrics = train.main(["deep_gru", "--workdir", str(tmp_path / "gru2"), *common, "--init-from", str(tmp_path / "deep_gru"),
+    metrics = train.cli_run(["deep_gru", "--workdir", str(tmp_path / "gru2"), *common, "--init-from", str(tmp_path / "deep_gru"),
                           "--upstream", f"blobs_finder={tmp_path / 'blobs_finder'}", "--set", f"model={TINY_YAML['deep_gru']}"])  # fmt: skip
     assert metrics["epochs"] == 2
     r = subprocess.run([sys.executable, "-m", "dfjax.train", "resnet_flux", "--workdir", str(tmp_path / "r2"), *common,
@@ -344,7 +344,7 @@ def test_cli_merges_params_sections_and_copies_the_report(tmp_path):
           finetune: {max_epochs: 1, peak_lr: 5.0e-5}
         """))
     report = tmp_path / "report"
-    metrics = train.main(["deep_gru", "--workdir", str(tmp_path / "run"), "--synthetic", "--no-progress",
+    metrics = train.cli_run(["deep_gru", "--workdir", str(tmp_path / "run"), "--synthetic", "--no-progress",
                           "--config", str(params), "--section", "train.deep_gru", "--section", "train.finetune",
                           "--report-dir", str(report)])  # fmt: skip
     assert metrics["epochs"] == 1 and metrics["steps"] == 4  # finetune's max_epochs, deep_gru's batch size

@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from astropy.stats import mad_std
 from scipy import ndimage
 from scipy.optimize import curve_fit
@@ -56,6 +55,7 @@ from dfjax.eval.data import iter_split, split_size, truth_boxes, truth_columns
 from dfjax.eval.matching import MatchCriteria, Matching, match
 from dfjax.eval.metrics import detection_metrics
 from dfjax.maths import FWHM_PER_SIGMA
+from sim import cli
 
 __all__ = ["DEFAULT_METHODS", "GRIDS", "BaselineError", "CubeProducts", "Detections", "Sample",
            "beam_covariance", "best_combination", "find_astrodendro", "find_photutils", "find_pybdsf", "gaussian_box",
@@ -471,15 +471,18 @@ def run_baselines(data_dir: str | os.PathLike, dataset: str, grids: Mapping[str,
     return result
 
 
-def load_params(path: str | os.PathLike) -> tuple[tuple[str, ...], dict[str, dict]]:
-    """(methods, grid overrides) from the ``baselines:`` section of a params file (absent: defaults)."""
-    with open(path) as f:
-        params = yaml.safe_load(f) or {}
-    if not isinstance(params, dict):
-        raise BaselineError(f"{path}: expected a mapping of sections")
-    section = params.get("baselines") or {}
-    if not isinstance(section, dict):
-        raise BaselineError(f"{path}: `baselines` must be a mapping")
+def load_params(path: str | os.PathLike | None, sets: Sequence[str] = ()) -> tuple[tuple[str, ...], dict[str, dict]]:
+    """(methods, grid overrides) from the ``baselines:`` section of a params file (absent: defaults), then ``sets``.
+
+    ``sets``: ``KEY=VALUE`` with dotted keys of that section (``methods=[photutils]``,
+    ``photutils.threshold_sigma=[3,4]``; a leading ``baselines.`` is dropped).
+    """
+    try:
+        section = cli.section(cli.read_yaml(path), "baselines", path=path) if path is not None else {}
+        section = cli.apply_sets(section, cli.parse_sets(sets, prefix="baselines"))
+    except cli.CliError as exc:
+        raise BaselineError(str(exc)) from None
+    path = path if path is not None else "--set"
     unknown = sorted(set(section) - {"methods", *GRIDS})
     if unknown:
         raise BaselineError(f"{path}: unknown key baselines.{unknown[0]} (known: methods, {', '.join(GRIDS)})")
@@ -504,20 +507,25 @@ def _write_json(path: Path, data: dict) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the command line and call :func:`run_baselines`; errors → one line on stderr, exit 2."""
-    parser = argparse.ArgumentParser(prog="python -m dfjax.eval.baselines", description=__doc__.splitlines()[0])
+    parser = cli.make_parser("python -m dfjax.eval.baselines", __doc__.splitlines()[0], [
+        "python -m dfjax.eval.baselines --config params.yaml --data-dir data/tfds --dataset almasim/default "
+        "--out metrics/baselines.json",
+        "python -m dfjax.eval.baselines --data-dir data/tfds --dataset almasim/default --out b.json "
+        "--set methods=[photutils] --limit 5"])  # fmt: skip
     parser.add_argument("--data-dir", type=Path, required=True, help="TFDS data directory")
     parser.add_argument("--dataset", required=True, help="dataset name, e.g. almasim/default")
-    parser.add_argument("--params", type=Path, default=None, help="params file with a `baselines:` section")
+    cli.add_config(parser, "its `baselines:` section (methods and grids)", example="methods=[photutils]")
+    parser.add_argument("--params", dest="config", type=Path, help=argparse.SUPPRESS)  # the older name
     parser.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     parser.add_argument("--limit", type=int, default=None, help="at most this many cubes per split")
+    cli.add_quiet(parser)
     args = parser.parse_args(argv)
     try:
-        methods, grids = load_params(args.params) if args.params else (DEFAULT_METHODS, {})
-        result = run_baselines(args.data_dir, args.dataset, grids, methods=methods, progress=True, limit=args.limit)
-    except (BaselineError, KeyError, OSError, yaml.YAMLError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"{parser.prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
+        methods, grids = load_params(args.config, args.sets) if args.config or args.sets else (DEFAULT_METHODS, {})
+        result = run_baselines(args.data_dir, args.dataset, grids, methods=methods, progress=not args.quiet,
+                               limit=args.limit)  # fmt: skip
+    except (BaselineError, KeyError, OSError) as exc:
+        cli.fail(parser.prog, exc)
     _write_json(args.out, result)
 
 

@@ -16,11 +16,9 @@ Run (as ``dvc repro`` does)::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +31,7 @@ from dfjax.catalogue_io import write_atomic
 from dfjax.eval import data as eval_data
 from dfjax.eval import metrics as M
 from dfjax.eval.matching import MatchCriteria, Matching, match
+from sim.cli import add_config, add_quiet, fail, make_parser
 
 __all__ = ["CubeResult", "EvalError", "evaluate", "predict_split", "summarise", "write_json"]  # fmt: skip
 
@@ -124,19 +123,18 @@ def write_json(path: str | os.PathLike, content: Any) -> None:
 def evaluate(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: str, model_dir: str | os.PathLike, *,
              split: str = "test", metrics_dir: str | os.PathLike = "metrics", plots_dir: str | os.PathLike = "plots",
              report: str | os.PathLike | None = None, baselines: str | os.PathLike | None = None,
-             progress: bool = True) -> dict:  # fmt: skip
-    """Run the pipeline with ``model_dir``'s models and tuned configuration over ``split``; write it all."""
+             progress: bool = True, config: Any = None) -> dict:  # fmt: skip
+    """Run the pipeline with ``model_dir``'s models and ``config`` (default: its tuned one) over ``split``."""
     from dfjax.eval import plots
     from dfjax.pipeline.run import Models
 
-    from dfjax.infer import InferError, tuned_config
-    from dfjax.pipeline import PipelineConfig
+    from dfjax.infer import InferError, pipeline_config
 
-    models = Models.load(model_dir)
     try:
-        config = tuned_config(model_dir) or PipelineConfig()
+        config = pipeline_config(model_dir) if config is None else config
     except InferError as exc:
         raise EvalError(str(exc)) from None
+    models = Models.load(model_dir)
     config = config.replace(
         **{"detect.crop_size": models.blobs_finder.image_size})
     results = predict_split(sim_dir, data_dir, dataset, split, models, config, progress=progress)
@@ -154,25 +152,32 @@ def evaluate(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: s
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dfjax.eval.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--sim-dir", type=Path, default=Path("data/sim"))
-    parser.add_argument("--data-dir", type=Path, default=Path("data/tfds"))
-    parser.add_argument("--dataset", default="almasim/default")
-    parser.add_argument("--model-dir", type=Path, default=Path("models"))
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--metrics-dir", type=Path, default=Path("metrics"))
-    parser.add_argument("--plots-dir", type=Path, default=Path("plots"))
-    parser.add_argument("--report", type=Path, default=None)
+    """Parse the command line and call :func:`evaluate`; bad input: one line on stderr, exit 2."""
+    from dfjax.infer import PIPELINE_CONFIG, InferError, pipeline_config
+
+    parser = make_parser("python -m dfjax.eval.evaluate", __doc__.splitlines()[0], [
+        "python -m dfjax.eval.evaluate --model-dir models --split test --report reports/evaluation.md",
+        "python -m dfjax.eval.evaluate --split validation --set characterise.min_line_snr=7 --quiet"])  # fmt: skip
+    parser.add_argument("--sim-dir", type=Path, default=Path("data/sim"), help="the simulator's cubes (FITS)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data/tfds"), help="TFDS data directory")
+    parser.add_argument("--dataset", default="almasim/default", help="TFDS dataset name/config")
+    parser.add_argument("--model-dir", type=Path, default=Path("models"), help="the six trained models")
+    parser.add_argument("--split", default="test", help="dataset split to evaluate on")
+    parser.add_argument("--metrics-dir", type=Path, default=Path("metrics"), help="detection/characterisation JSON")
+    parser.add_argument("--plots-dir", type=Path, default=Path("plots"), help="figures and their data")
+    parser.add_argument("--report", type=Path, default=None, help="also write this Markdown report")
     parser.add_argument("--baselines", type=Path, default=None, help="metrics/baselines.json, quoted in the report")
-    parser.add_argument("--no-progress", action="store_true")
+    add_config(parser, f"its `pipeline:` section replaces MODEL_DIR/{PIPELINE_CONFIG} (the tuned settings)",
+               example="characterise.min_line_snr=7")
+    add_quiet(parser)
     args = parser.parse_args(argv)
     try:
+        config = pipeline_config(args.model_dir, args.config, args.sets)
         result = evaluate(args.sim_dir, args.data_dir, args.dataset, args.model_dir, split=args.split,
                           metrics_dir=args.metrics_dir, plots_dir=args.plots_dir, report=args.report,
-                          baselines=args.baselines, progress=not args.no_progress)  # fmt: skip
-    except (EvalError, FileNotFoundError, KeyError, ValueError) as exc:
-        print(f"{parser.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
+                          baselines=args.baselines, progress=not args.quiet, config=config)  # fmt: skip
+    except (InferError, EvalError, FileNotFoundError, KeyError, ValueError) as exc:
+        fail(parser.prog, exc)
     d = result["detection"]
     print(f"{args.split}: precision {d['precision']:.3f} recall {d['recall']:.3f} F1 {d['f1']:.3f} "
           f"(TP {d['tp']}, FP {d['fp']}, FN {d['fn']}), mean IoU {d['mean_iou']:.3f}")

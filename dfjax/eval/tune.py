@@ -7,10 +7,13 @@ is written to ``models/pipeline.yaml``, which ``dfjax.infer`` and the evaluate s
 the test split is never looked at. Ties go to the earlier combination, so list the paper's
 values first.
 
-Run (as ``dvc repro`` does)::
+Run (as ``dvc repro`` does; ``--params`` is the older spelling of ``--config``)::
 
     python -m dfjax.eval.tune --params params.yaml --sim-dir data/sim --data-dir data/tfds \\
         --dataset almasim/default --model-dir models --out models/pipeline.yaml --metrics metrics/tune.json
+
+``--set KEY=VALUE`` overrides the file: ``tune.split=...``/``tune.grid...`` keys the ``tune:``
+section, any other key (``pipeline.`` optional) the base pipeline settings.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import yaml
 
 from dfjax.catalogue_io import write_atomic
 from dfjax.eval.evaluate import EvalError, predict_split, summarise, write_json
+from sim.cli import CliError, add_config, add_quiet, apply_sets, fail, make_parser, parse_sets, read_yaml, section
 
 __all__ = ["grid_points", "tune"]
 
@@ -47,11 +50,16 @@ def tune(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: str, 
     from dfjax.pipeline import ConfigError, PipelineConfig
     from dfjax.pipeline.run import Models
 
-    models = Models.load(model_dir)
     points = grid_points(grid) or [{}]
+    try:  # every setting checked before the models are loaded
+        base_config = PipelineConfig.from_dict(dict(base))
+        for point in points:
+            base_config.replace(**point)
+    except ConfigError as exc:
+        raise EvalError(str(exc)) from None
+    models = Models.load(model_dir)
     try:  # Blobs Finder's input side is the trained model's, whatever the base says
-        base_config = PipelineConfig.from_dict(dict(base)).replace(
-            **{"detect.crop_size": models.blobs_finder.image_size})
+        base_config = base_config.replace(**{"detect.crop_size": models.blobs_finder.image_size})
         configs = [base_config.replace(**point) for point in points]
     except ConfigError as exc:
         raise EvalError(str(exc)) from None
@@ -69,32 +77,40 @@ def tune(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: str, 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dfjax.eval.tune", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="YAML with `pipeline:` (the base) and `tune: {grid: {...}, split: ...}`")
-    parser.add_argument("--sim-dir", type=Path, default=Path("data/sim"))
-    parser.add_argument("--data-dir", type=Path, default=Path("data/tfds"))
-    parser.add_argument("--dataset", default="almasim/default")
-    parser.add_argument("--model-dir", type=Path, default=Path("models"))
-    parser.add_argument("--out", type=Path, default=Path("models/pipeline.yaml"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/tune.json"))
-    parser.add_argument("--no-progress", action="store_true")
+    """Parse the command line, tune, write the tuned settings and the trials; bad input: one line, exit 2."""
+    parser = make_parser("python -m dfjax.eval.tune", __doc__.splitlines()[0], [
+        "python -m dfjax.eval.tune --config params.yaml --model-dir models --out models/pipeline.yaml",
+        "python -m dfjax.eval.tune --config params.yaml --set tune.split=train --set detect.threshold=0.2",
+        "python -m dfjax.eval.tune --config experiments/paper.yaml --quiet"])  # fmt: skip
+    add_config(parser, "`pipeline:` (the base) and `tune: {grid: {...}, split: ...}`", example="tune.split=train")
+    parser.set_defaults(config=Path("params.yaml"))
+    parser.add_argument("--params", dest="config", type=Path, help=argparse.SUPPRESS)  # the older name
+    parser.add_argument("--sim-dir", type=Path, default=Path("data/sim"), help="the simulator's cubes (FITS)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data/tfds"), help="TFDS data directory")
+    parser.add_argument("--dataset", default="almasim/default", help="TFDS dataset name/config")
+    parser.add_argument("--model-dir", type=Path, default=Path("models"), help="the six trained models")
+    parser.add_argument("--out", type=Path, default=Path("models/pipeline.yaml"), help="tuned settings to write")
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/tune.json"), help="every trial's scores")
+    add_quiet(parser)
     args = parser.parse_args(argv)
     try:
-        try:
-            content = yaml.safe_load(args.params.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise EvalError(f"--params: {exc}") from None
-        section = content.get("tune") or {}
-        unknown = set(section) - {"grid", "split"}
+        content = read_yaml(args.config)
+        pipeline, settings = section(content, "pipeline", path=args.config), section(content, "tune", path=args.config)
+        for key, value in parse_sets(args.sets):
+            if key.startswith("tune."):
+                settings = apply_sets(settings, [(key.removeprefix("tune."), value)])
+            else:
+                pipeline = apply_sets(pipeline, [(key.removeprefix("pipeline."), value)])
+        unknown = set(settings) - {"grid", "split"}
         if unknown:
             raise EvalError(f"tune.{sorted(unknown)[0]}: unknown key (known: grid, split)")
-        result = tune(args.sim_dir, args.data_dir, args.dataset, args.model_dir, content.get("pipeline") or {},
-                      section.get("grid") or {}, split=section.get("split", "validation"),
-                      progress=not args.no_progress)  # fmt: skip
-    except (EvalError, FileNotFoundError, KeyError, ValueError) as exc:
-        print(f"{parser.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
+        grid = settings.get("grid") or {}
+        if not isinstance(grid, dict):
+            raise EvalError(f"tune.grid: expected a mapping of dotted pipeline keys to lists, got {grid!r}")
+        result = tune(args.sim_dir, args.data_dir, args.dataset, args.model_dir, pipeline, grid,
+                      split=settings.get("split", "validation"), progress=not args.quiet)  # fmt: skip
+    except (CliError, EvalError, FileNotFoundError, KeyError, ValueError) as exc:
+        fail(parser.prog, exc)
     text = ("# Pipeline thresholds tuned on the validation split by `python -m dfjax.eval.tune`;\n"
             "# dfjax.infer uses them with the models in this directory.\n"
             + yaml.safe_dump({"pipeline": result["config"]}, sort_keys=False))  # fmt: skip

@@ -28,17 +28,21 @@ _REGISTRY: dict[str, Callable[..., nnx.Module]] = {
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 
-def create(name: str, *, rngs: nnx.Rngs, **overrides) -> nnx.Module:
-    """Build the model registered under ``name``; ``overrides`` go to its constructor."""
+def factory(name: str) -> Callable[..., nnx.Module]:
+    """The constructor registered under ``name`` (a class or a ``functools.partial`` of one)."""
     try:
-        factory = _REGISTRY[name]
+        return _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}") from None
-    return factory(rngs=rngs, **overrides)
+
+
+def create(name: str, *, rngs: nnx.Rngs, **overrides) -> nnx.Module:
+    """Build the model registered under ``name``; ``overrides`` go to its constructor."""
+    return factory(name)(rngs=rngs, **overrides)
 
 
 __all__ = [
-    "MODEL_NAMES", "create",
+    "MODEL_NAMES", "create", "factory",
     "BlobsFinder", "BlobsFinderTiny", "DeepGRU", "DeepGRUTiny",
     "ResNet", "ResNet18", "ResNet18Narrow", "ResNetTiny",
     "blobs_finder", "deep_gru", "resnet",

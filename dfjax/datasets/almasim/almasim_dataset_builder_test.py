@@ -159,9 +159,9 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, capsys, break
     sim_dir = shutil.copytree(dummy_dir(), tmp_path / "sim")
     name = break_it(sim_dir)
     out = tmp_path / "tfds"
-    assert main(["--sim-dir", str(sim_dir), "--data-dir", str(out), "--config", CONFIG, "--quiet"]) == 2
+    assert main(["--sim-dir", str(sim_dir), "--data-dir", str(out), "--builder-config", CONFIG, "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and name in err[0], err
+    assert len(err) == 1 and err[0].startswith("python -m dfjax.datasets.almasim: error: ") and name in err[0], err
     assert not out.exists()
 
 

@@ -32,7 +32,7 @@ def build(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, config_name: 
     """
     sim_dir, data_dir = Path(sim_dir), Path(data_dir)
     if config_name not in CONFIG_NAMES:
-        raise RecordError(f"--config: unknown config {config_name!r}; choose from {', '.join(CONFIG_NAMES)}")
+        raise RecordError(f"--builder-config: unknown config {config_name!r}; choose from {', '.join(CONFIG_NAMES)}")
     if not sim_dir.is_dir() or not any(sim_dir.iterdir()):
         raise RecordError(f"{sim_dir}: no such directory, or empty")
     out = data_dir / "almasim" / config_name / str(Builder.VERSION)

@@ -1,0 +1,104 @@
+"""``python -m sim``: bad input is one line on stderr and exit status 2, no traceback, no file written;
+the shared flags (--version, --quiet and its --no-progress alias, --config FILE) behave as in dfjax."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+
+from sim.__main__ import main
+from sim.config import SimConfig
+from sim.generate import generate
+
+SMALL = ["--size", "32", "--channels", "4"]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> Path:
+    """One generated 32 x 32 x 4 cube, with the config the CLI builds from SMALL."""
+    out = tmp_path_factory.mktemp("sim")
+    generate(out, 1, SimConfig().replace(**{"cube.size": 32, "cube.channels": 4}), progress=False)
+    return out
+
+
+def _cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sim", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith("python -m sim: error: ") and all(w in lines[0] for w in words), r.stderr
+
+
+def test_generate_out_is_an_existing_file(tmp_path):
+    target = tmp_path / "notadir"
+    target.write_text("keep me")
+    assert_one_line_error(_cli("generate", "--out", target, "--n", "1", *SMALL), str(target), "not a directory")
+    assert target.read_text() == "keep me" and sorted(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("command", ["generate", "observe"])
+def test_config_that_is_a_directory(tmp_path, made, command):
+    args = ["--out", tmp_path / "o", "--n", "1"] if command == "generate" else [made / "sky_00000.fits", "--out",
+                                                                                  tmp_path / "o.fits"]  # fmt: skip
+    assert_one_line_error(_cli(command, *args, "--config", tmp_path), "--config", "is a directory")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_config_holding_a_list_and_without_a_sim_section(tmp_path):
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    (tmp_path / "nosim.yaml").write_text("data: {n_cubes: 3}\n")
+    assert_one_line_error(_cli("generate", "--out", tmp_path / "o", "--n", "1", "--config", tmp_path / "list.yaml"),
+                          "expected a mapping")
+    assert_one_line_error(_cli("generate", "--out", tmp_path / "o", "--n", "1", "--config", tmp_path / "nosim.yaml"),
+                          "no `sim` section")
+    assert not (tmp_path / "o").exists()
+
+
+def test_observe_out_is_a_directory_even_with_overwrite(tmp_path, made):
+    (tmp_path / "d").mkdir()
+    r = _cli("observe", made / "sky_00000.fits", "--out", tmp_path / "d", "--overwrite")
+    assert_one_line_error(r, "is a directory")
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_observe_refuses_a_per_beam_sky_model(tmp_path, made):
+    r = _cli("observe", made / "cube_00000.fits", "--out", tmp_path / "o.fits")  # the dirty cube: Jy/beam
+    assert_one_line_error(r, "cube_00000.fits", "Jy/beam", "Jy/pixel")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_preview_into_a_missing_directory(tmp_path, made):
+    assert_one_line_error(_cli("preview", made, "--out", "/nonexistent/dir/p.png"), "/nonexistent/dir")
+
+
+def test_preview_out_directory_writes_into_it(tmp_path, made):
+    assert main(["preview", str(made), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "preview_00000.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_generate_says_what_it_reused(tmp_path, made, capsys):
+    assert main(["generate", "--out", str(made), "--n", "1", *SMALL, "--no-progress"]) == 0
+    assert "reused 1, wrote 0 cubes" in capsys.readouterr().out
+
+
+def test_observe_records_the_weighting(tmp_path, made):
+    out = tmp_path / "dirty.fits"
+    assert main(["observe", str(made / "sky_00000.fits"), "--out", str(out), "--noise", "none",
+                 "--weighting", "briggs", "--robust", "-0.5"]) == 0  # fmt: skip
+    header = fits.getheader(out)
+    assert header["WEIGHT"] == "briggs" and header["ROBUST"] == -0.5 and header["BUNIT"] == "Jy/beam"
+
+
+def test_version_and_help_show_defaults():
+    r = _cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("python -m sim ")
+    r = _cli("generate", "--help")
+    assert "(default: sim.cube.size, 360)" in r.stdout and "examples:" in r.stdout
