@@ -119,8 +119,12 @@ COLUMNS: dict[str, ColumnDoc] = {
     "line_flux_measured": ColumnDoc("phot.flux;spect.line", "Line flux measured in the 3-D source mask "
                                                             "(continuum subtracted, beam-area normalised)"),
     "f_sum": ColumnDoc("phot.flux;spect.line", "SoFiA-2 name of line_flux_measured (the same values)"),
+    "line_flux_fit": ColumnDoc("phot.flux;spect.line", "Line flux of the fitted scene model, A 2pi sx sy sqrt(2pi) sz "
+                                                       "(scene fit only)"),
     "continuum": ColumnDoc("phot.flux.density", "Mean continuum surface brightness"),
-    "snr": ColumnDoc("stat.snr", "Signal-to-noise ratio (eq. 17)"),
+    "snr": ColumnDoc("stat.snr", "Signal-to-noise ratio: eq. 17's, or the scene fit's line_snr when it ran"),
+    "line_snr": ColumnDoc("stat.snr", "The scene fit's amplitude over its error, with the cube's correlated noise: "
+                                      "the SNR that kept the source (scene fit only)"),
     "x0": ColumnDoc("pos.cartesian.x;stat.min", "Bounding box, first pixel along x"),
     "y0": ColumnDoc("pos.cartesian.y;stat.min", "Bounding box, first pixel along y"),
     "x1": ColumnDoc("pos.cartesian.x;stat.max", "Bounding box, one past the last pixel along x"),
@@ -131,6 +135,9 @@ COLUMNS: dict[str, ColumnDoc] = {
     "reliability": ColumnDoc("stat.probability", "1 - N_neg/N_pos of the detections at or above this SNR, the "
                                                  "negatives found on -cube (only with --reliability)"),
 }
+
+
+OPTIONAL_COLUMNS = ("line_flux_fit", "line_snr")  # written only when some source has a value (the scene fit's)
 
 
 def km_s_per_channel(cube: Cube, z: float | np.ndarray) -> u.Quantity:
@@ -161,6 +168,7 @@ def catalogue_table(cube: Cube, sources: Sequence[Any]) -> QTable:
         # measured: cube units · channels (summed over pixels / beam_area_px): mJy·chan → Jy km/s
         "line_flux_measured": lambda v: (v * PIPELINE_UNIT * u.beam).to(u.Jy) * km_s_per_chan,
         "continuum": lambda v: (v * PIPELINE_UNIT).to(SURFACE_BRIGHTNESS),
+        "line_flux_fit": lambda v: (v * PIPELINE_UNIT * u.beam).to(u.Jy) * km_s_per_chan,
         "snr": lambda v: v,
     }  # fmt: skip
     source_name = {"fwhm_x_arcsec": "fwhm_x", "fwhm_y_arcsec": "fwhm_y", "fwhm_z_kms": "fwhm_z"}
@@ -178,8 +186,12 @@ def catalogue_table(cube: Cube, sources: Sequence[Any]) -> QTable:
         t[name] = convert[name](col[source_name.get(name, name)])
     t["ell_maj"], t["ell_min"], t["ell_pa"] = sky_ellipse(cube.celestial, col["x"], col["y"], col["fwhm_x"],
                                                           col["fwhm_y"], col["pa"])  # fmt: skip
-    for name in ("fwhm_z", "fwhm_z_kms", "peak_flux", "line_flux", "line_flux_measured", "continuum", "snr"):
-        t[name] = convert[name](values(source_name.get(name, name)))
+    for name in ("fwhm_z", "fwhm_z_kms", "peak_flux", "line_flux", "line_flux_measured", "line_flux_fit",
+                 "continuum", "snr", "line_snr"):  # fmt: skip
+        column = values(source_name.get(name, name))
+        if name in OPTIONAL_COLUMNS and not np.isfinite(column).any():
+            continue
+        t[name] = convert.get(name, lambda v: v)(column)
         if name == "line_flux_measured":
             t["f_sum"] = t[name]
     for name in ("x0", "y0", "x1", "y1"):

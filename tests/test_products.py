@@ -227,20 +227,15 @@ def test_every_column_carries_unit_ucd_and_description(made, tmp_path, fmt):
         assert fits.getheader(path, 1)["TCOMM1"].startswith("Source number")
 
 
-@dataclasses.dataclass(frozen=True)
-class FittedSource(Source):
-    err_x: float | None = None
-    err_line_flux: float | None = None
-
-
 def test_error_columns_only_where_the_source_has_them(made, tmp_path):
     cube = made[0]
     plain = catalogue_io.catalogue_table(cube, [stand_in(*TRUTH[0])])
     assert not [c for c in plain.colnames if c.startswith("err_")]
-    source = FittedSource(**dataclasses.asdict(stand_in(*TRUTH[0])), err_x=0.2, err_line_flux=0.05)
+    source = dataclasses.replace(stand_in(*TRUTH[0]), err_x=0.2, line_flux_fit=1.0, err_line_flux_fit=0.05)
     fitted = catalogue_io.catalogue_table(cube, [source])
-    assert [c for c in fitted.colnames if c.startswith("err_")] == ["err_x", "err_line_flux"]
-    assert fitted["err_x"].unit == u.pix and fitted["err_line_flux"].unit == u.Jy * u.km / u.s
+    assert [c for c in fitted.colnames if c.startswith("err_")] == ["err_x", "err_line_flux_fit"]
+    assert fitted["err_x"].unit == u.pix and fitted["err_line_flux_fit"].unit == u.Jy * u.km / u.s
+    assert "line_flux_fit" in fitted.colnames and "line_snr" not in fitted.colnames
     catalogue_io.write_catalogue(fitted, tmp_path / "c.vot", "votable")
     field = votable.parse(str(tmp_path / "c.vot"), verify="exception").get_first_table().get_field_by_id("err_x")
     assert field.ucd == "stat.error;pos.cartesian.x"

@@ -42,6 +42,12 @@ MORPHOLOGY_METHODS: tuple[str, ...] = ("resnet", "fit")
 convolved with the cube's own dirty beam, fitted to the continuum-subtracted line image
 (:mod:`dfjax.pipeline.gaussfit`), the ResNets' values kept where the fit fails."""
 
+PSF_KINDS: tuple[str, ...] = ("auto", "file", "beam", "noise")
+"""Where the scene fit's beam comes from (:mod:`dfjax.pipeline.psf`): ``file``, a PSF image given
+to the pipeline (``dfjax.infer --psf``); ``beam``, the header's restoring beam (a CLEANed cube);
+``noise``, the data's noise autocorrelation with any white spike removed (a dirty cube); ``auto``,
+the file when one is given, else the noise."""
+
 SNR_SPREADS: tuple[str, ...] = ("std", "var")
 """Denominator of eqs. 17–18: ``std`` (scale free, the default) or ``var`` (as printed)."""
 
@@ -134,6 +140,23 @@ class CharacteriseConfig:
 
 
 @dataclass(frozen=True)
+class SceneConfig:
+    """Every source fitted jointly through the beam over the whole field (pipeline/scene.py; not in the paper)."""
+
+    enabled: bool = False  # steps (ii)–(iv)'s sources and the line search's candidates enter the joint fit
+    psf: str = "auto"  # one of PSF_KINDS
+    psf_half_px: int = 0  # the beam's reach in pixels (> 0 caps it); 0: the whole field, every sidelobe
+    min_snr: float = 5.0  # a source whose amplitude SNR in the joint fit is under this is explained away
+    rounds: int = 2  # rounds of amplitudes (joint) + shapes (each on its window)
+    window_half_px: int = 16  # a source's shape is fitted on ± this many pixels ...
+    window_chan: int = 48  # ... and this many channels around it
+    core_half_px: int = 24  # the beam a window's own model is convolved with reaches ± this
+    max_shift_px: float = 4.0  # a source's centre moves at most this far from its first guess
+    merge_px: float = 3.0  # two sources closer than this with overlapping lines are one
+    residual: bool = True  # then the line search runs on the cube minus the scene, and what it finds is fitted in
+
+
+@dataclass(frozen=True)
 class Model3DConfig:
     """Step (v), the 3-D model and its segmentation mask (Sec. 4.4 v, Fig. 9 step 12)."""
 
@@ -161,6 +184,7 @@ class PipelineConfig:
     focus: FocusConfig = field(default_factory=FocusConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     characterise: CharacteriseConfig = field(default_factory=CharacteriseConfig)
+    scene: SceneConfig = field(default_factory=SceneConfig)
     model3d: Model3DConfig = field(default_factory=Model3DConfig)
     flux: FluxConfig = field(default_factory=FluxConfig)
 
@@ -284,15 +308,35 @@ def _validate(c: PipelineConfig) -> None:
     if not 0.0 < m.mask_fraction < 1.0:
         raise ConfigError(f"pipeline.model3d.mask_fraction: must lie in (0, 1), got {m.mask_fraction}")
     _validate_search(c)
+    _validate_scene(c)
     if fl.min_continuum_channels < 1:
         raise ConfigError(f"pipeline.flux.min_continuum_channels: must be at least 1, got {fl.min_continuum_channels}")
 
 
+def _validate_scene(c: PipelineConfig) -> None:
+    s = c.scene
+    if s.psf not in PSF_KINDS:
+        raise ConfigError(f"pipeline.scene.psf: {s.psf!r} is not one of {', '.join(PSF_KINDS)}")
+    if s.enabled and c.characterise.refine_iterations > 0:
+        raise ConfigError("pipeline.scene.enabled: the scene fit replaces refinement, so it needs "
+                          "characterise.refine_iterations 0")  # fmt: skip
+    for path, value in (("scene.rounds", s.rounds), ("scene.window_half_px", s.window_half_px),
+                        ("scene.window_chan", s.window_chan), ("scene.core_half_px", s.core_half_px)):  # fmt: skip
+        if value < 1:
+            raise ConfigError(f"pipeline.{path}: must be at least 1, got {value}")
+    for path, value in (("scene.psf_half_px", s.psf_half_px), ("scene.min_snr", s.min_snr)):
+        if value < 0:
+            raise ConfigError(f"pipeline.{path}: must be >= 0, got {value}")
+    for path, value in (("scene.max_shift_px", s.max_shift_px), ("scene.merge_px", s.merge_px)):
+        if value <= 0:
+            raise ConfigError(f"pipeline.{path}: must be positive, got {value}")
+
+
 def _validate_search(c: PipelineConfig) -> None:
     s = c.search
-    if s.enabled and c.characterise.refine_iterations < 1:
+    if s.enabled and c.characterise.refine_iterations < 1 and not c.scene.enabled:
         raise ConfigError("pipeline.search.enabled: the search's candidates are judged by refinement's line-SNR "
-                          "cut, so it needs characterise.refine_iterations > 0")  # fmt: skip
+                          "cut or the scene fit, so it needs characterise.refine_iterations > 0 or scene.enabled")  # fmt: skip
     if s.residual and not s.enabled:
         raise ConfigError("pipeline.search.residual: searching the cube with the found sources subtracted "
                           "needs search.enabled")  # fmt: skip

@@ -32,8 +32,10 @@ from dfjax.pipeline.detect import detect
 from dfjax.pipeline.flux import estimate_line_flux, measure_flux
 from dfjax.pipeline.focus import Detection, focus_candidates
 from dfjax.pipeline.gaussfit import Neighbour
+from dfjax.pipeline.joint import scene_sources
 from dfjax.pipeline.model3d import segmentation_mask
 from dfjax.pipeline.refine import Refined, refine
+from dfjax.pipeline.scene import Fitted
 from dfjax.pipeline.search import (
     RESIDUAL,
     SEARCHED,
@@ -86,6 +88,16 @@ class Source:
     z0: float
     z1: float
     flags: tuple[str, ...] = ()
+    line_snr: float = float("nan")  # the SNR that decided: the joint fit's A/σ(A) (scene.enabled)
+    line_flux_fit: float = float("nan")  # the fitted model's Σ, cube units · channels (as line_flux_measured)
+    err_x: float = float("nan")  # 1σ errors from the joint fit's covariance (scene.enabled), else NaN
+    err_y: float = float("nan")
+    err_fwhm_x: float = float("nan")
+    err_fwhm_y: float = float("nan")
+    err_pa: float = float("nan")
+    err_z: float = float("nan")
+    err_fwhm_z: float = float("nan")
+    err_line_flux_fit: float = float("nan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,10 +153,11 @@ class Models:
 
 
 def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEFAULTS, *,
-                 beam_area_px: float = 1.0) -> list[Source]:  # fmt: skip
+                 beam_area_px: float = 1.0, psf: np.ndarray | None = None) -> list[Source]:  # fmt: skip
     """Steps (i)–(vi): dirty cube (nz, ny, nx), cube units as in training → sources, in detection order.
 
-    ``beam_area_px`` (pixels per beam) only scales ``line_flux_measured``.
+    ``beam_area_px`` (pixels per beam) only scales ``line_flux_measured``; ``psf`` (odd square, unit
+    peak at its centre): the beam for the scene fit (``scene.enabled``), else measured on the noise.
     """
     cube = np.asarray(cube, np.float32)
     if cube.ndim != 3:
@@ -156,7 +169,11 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
     detections = focus_candidates(clean, candidates, config)  # (iii)
     shapes = estimate_morphology(models.resnet_fwhm_x, models.resnet_fwhm_y, models.resnet_pa, detections,
                                  config, cube=clean)  # (iv)  # fmt: skip
-    if config.characterise.refine_iterations > 0:
+    fitted = None
+    if config.scene.enabled:  # (iv′) the joint fit of every source through the beam
+        detections, fitted = scene_sources(clean, detections, shapes, config, psf=psf)
+        shapes = [Morphology(x=f.x, y=f.y, fwhm_x=f.fwhm_x, fwhm_y=f.fwhm_y, pa=f.pa) for f in fitted]
+    elif config.characterise.refine_iterations > 0:
         psf = beam_psf(clean, config)
         line = line_cube(clean) if config.search.enabled or config.characterise.line_noise == "beam" else None
         if config.search.enabled and psf is not None:  # (ii′) the line search, beside steps (i)–(iii)
@@ -165,7 +182,7 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
         detections, shapes = refine_detections(clean, detections, shapes, config, psf=psf, line=line)
     line_fluxes = estimate_line_flux(models.resnet_flux, clean, detections, config)  # (vi), ResNet
     sources = []
-    for d, m, line_flux in zip(detections, shapes, line_fluxes):
+    for i, (d, m, line_flux) in enumerate(zip(detections, shapes, line_fluxes)):
         mask = segmentation_mask(clean.shape, x=m.x, y=m.y, z=d.z, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa,
                                  fwhm_z=d.fwhm_z, config=config)  # (v)  # fmt: skip
         measured = measure_flux(clean, mask, x=m.x, y=m.y, beam_area_px=beam_area_px, config=config)  # (vi)
@@ -177,8 +194,15 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
             x=m.x, y=m.y, z=d.z, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, fwhm_z=d.fwhm_z,
             peak_flux=measured.peak_flux, line_flux=float(line_flux), line_flux_measured=measured.line_flux,
             continuum=measured.continuum, snr=d.snr, x0=x0, y0=y0, x1=x1, y1=y1, z0=d.z0, z1=d.z1,
-            flags=tuple(sorted(d.flags))))  # fmt: skip
+            flags=tuple(sorted(d.flags)), **(_fit_columns(fitted[i]) if fitted is not None else {})))  # fmt: skip
     return sources
+
+
+def _fit_columns(f: Fitted) -> dict[str, float]:
+    """A scene fit's line SNR, model flux and 1σ errors as :class:`Source` fields."""
+    e = f.errors
+    return {"line_snr": f.snr, "line_flux_fit": f.line_flux, "err_line_flux_fit": e["line_flux"],
+            **{f"err_{k}": e[k] for k in ("x", "y", "fwhm_x", "fwhm_y", "pa", "z", "fwhm_z")}}
 
 
 def _within(a: Morphology, x: float, y: float, level: float) -> bool:

@@ -1,0 +1,96 @@
+"""The scene stage: steps (ii)–(iv)'s sources and the line search's candidates, fitted jointly
+(``scene.enabled``; :mod:`dfjax.pipeline.scene`), in place of refinement.
+
+1. The beam over the field (:mod:`dfjax.pipeline.psf`: the PSF given, or the noise's) and the
+   cube's noise (per-channel spread, spatial correlation) are measured once.
+2. Every detection, at its first-guess shape, and with ``search.enabled`` every line-search
+   candidate, enters :func:`~dfjax.pipeline.scene.fit_scene`; what the others' model explains, or
+   what duplicates another, leaves.
+3. With ``scene.residual`` the search runs again on the cube minus the fitted scene: a source a
+   brighter one hid is a peak there. The new candidates join the fitted sources for one more fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from dfjax.pipeline.characterise import Morphology, model_box
+from dfjax.pipeline.config import PipelineConfig
+from dfjax.pipeline.focus import Detection
+from dfjax.pipeline.psf import noise_model
+from dfjax.pipeline.scene import Fitted, Guess, Scene, fit_scene, scene_model
+from dfjax.pipeline.search import RESIDUAL, SEARCHED, _search, channel_noise, line_cube, peak_detections
+
+__all__ = ["noise_scene", "scene_sources"]
+
+NOISE_PIXELS = 64 * 128 * 128  # the noise correlation is measured on about this many pixels of channel differences
+
+
+def noise_scene(cube: np.ndarray, config: PipelineConfig, *, psf: np.ndarray | None = None,
+                line: np.ndarray | None = None) -> Scene:  # fmt: skip
+    """The :class:`~dfjax.pipeline.scene.Scene` of a cube (nz, ny, nx): its continuum-free cube and
+    channel noise, ``psf`` when given (``scene.psf`` file or beam) or else the beam of its noise, and
+    its noise correlation."""
+    nz, ny, nx = cube.shape
+    line = line_cube(cube) if line is None else line
+    reach = config.scene.psf_half_px or (3 * min(ny, nx)) // 4
+    pairs = int(np.clip(NOISE_PIXELS // (ny * nx), 8, 64))
+    noise = noise_model(cube, half=min(reach, min(ny, nx) - 1), pairs=pairs)
+    beam = noise.beam if psf is None else _reach(psf, reach)
+    return Scene(line=line, noise=channel_noise(cube, line=line), psf=beam, correlation=noise.correlation)
+
+
+def _reach(psf: np.ndarray, half: int) -> np.ndarray:
+    """A centred odd-square PSF cut (or zero padded) to (2·half + 1)²."""
+    out = np.zeros((2 * half + 1, 2 * half + 1))
+    h0, h1 = psf.shape[0] // 2, psf.shape[1] // 2
+    r0, r1 = min(h0, half), min(h1, half)
+    out[half - r0 : half + r0 + 1, half - r1 : half + r1 + 1] = psf[h0 - r0 : h0 + r0 + 1, h1 - r1 : h1 + r1 + 1]
+    return out
+
+
+def _fit(scene: Scene, guesses: Sequence[Guess], config: PipelineConfig) -> list[Fitted]:
+    s = config.scene
+    return fit_scene(scene, guesses, min_snr=s.min_snr, rounds=s.rounds, max_shift_px=s.max_shift_px,
+                     window_half_px=s.window_half_px, window_chan=s.window_chan, core_half_px=s.core_half_px,
+                     merge_px=s.merge_px)  # fmt: skip
+
+
+def _guess(d: Detection, m: Morphology) -> Guess:
+    return Guess(x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z)
+
+
+def _as_guess(f: Fitted) -> Guess:
+    return Guess(x=f.x, y=f.y, fwhm_x=f.fwhm_x, fwhm_y=f.fwhm_y, pa=f.pa, z=f.z, fwhm_z=f.fwhm_z)
+
+
+def scene_sources(cube: np.ndarray, detections: Sequence[Detection], shapes: Sequence[Morphology],
+                  config: PipelineConfig, *, psf: np.ndarray | None = None
+                  ) -> tuple[list[Detection], list[Fitted]]:  # fmt: skip
+    """The stage of the module docstring: detections and their first-guess shapes → the sources the
+    scene keeps, each a detection (its line and emission range from the fit, flags from where it
+    was found) with its :class:`~dfjax.pipeline.scene.Fitted`."""
+    scene = noise_scene(cube, config, psf=psf)
+    detections, shapes = list(detections), list(shapes)
+    if config.search.enabled:
+        found, first = peak_detections(cube, _search(scene.line, config), config)
+        detections, shapes = detections + found, shapes + first
+    fitted = _fit(scene, [_guess(d, m) for d, m in zip(detections, shapes)], config)
+    origin = [detections[f.index] for f in fitted]
+    if config.search.enabled and config.scene.residual and fitted:
+        peaks = _search(scene.line - scene_model(scene, fitted), config)
+        found, first = peak_detections(cube, peaks, config, flags=frozenset({SEARCHED, RESIDUAL}))
+        if found:
+            refit = _fit(scene, [_as_guess(f) for f in fitted] + [_guess(d, m) for d, m in zip(found, first)], config)
+            origin = [(origin + found)[f.index] for f in refit]
+            fitted = refit
+    k = config.spectra.emission_half_width_fwhm
+    out = []
+    for d, f in zip(origin, fitted):
+        box = model_box(f.x, f.y, f.fwhm_x, f.fwhm_y, f.pa, level=config.characterise.box_level, shape=cube.shape[1:])
+        out.append(dataclasses.replace(d, z=f.z, fwhm_z=f.fwhm_z, z0=f.z - k * f.fwhm_z, z1=f.z + k * f.fwhm_z,
+                                       box=box, snr=f.snr))  # fmt: skip
+    return out, fitted

@@ -1,0 +1,133 @@
+"""The scene model (dfjax.pipeline.scene) and the beam and noise it is fitted with (dfjax.pipeline.psf).
+
+Cubes are built in numpy from the model itself (a Gaussian ⊛ a PSF with a strong far sidelobe,
+times a Gaussian line), so that every expected value is known exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from dfjax.maths import gaussian_1d, gaussian_2d
+from dfjax.pipeline.psf import noise_model
+from dfjax.pipeline.scene import Guess, Scene, _local_image, _kernel_hat, _local_size, _parameters, fit_scene, scene_model
+
+N, NZ = 64, 24
+SIDELOBE = (22, -17, 0.3)  # offset (dx, dy) in pixels and level of the PSF's far sidelobe
+
+
+def psf(n: int = N) -> np.ndarray:
+    """A (2n − 1)² beam: a 6 × 5 px main lobe and a sidelobe of 0.3 at SIDELOBE's offset."""
+    size = 2 * n - 1
+    c = n - 1
+    dx, dy, level = SIDELOBE
+    return gaussian_2d((size, size), c, c, 6.0, 5.0, 20.0) + level * gaussian_2d((size, size), c + dx, c + dy, 4, 4, 0)
+
+
+def cube_of(sources, beam: np.ndarray) -> np.ndarray:
+    """Σ A · L(z) ⊗ (G ⊛ beam) on an N² × NZ grid; sources (x, y, fwhm_x, fwhm_y, pa, z, fwhm_z, A)."""
+    out = np.zeros((NZ, N, N))
+    for x, y, fx, fy, pa, z, fz, a in sources:
+        image = signal.fftconvolve(gaussian_2d((N, N), x, y, fx, fy, pa), beam, mode="same")
+        out += a * gaussian_1d(NZ, z, fz)[:, None, None] * image[None]
+    return out
+
+
+def white(sigma: float) -> np.ndarray:
+    """The noise correlation of white noise (``sigma`` sets nothing: the correlation has unit zero lag)."""
+    del sigma
+    correlation = np.zeros((5, 5))
+    correlation[2, 2] = 1.0
+    return correlation
+
+
+BRIGHT = (24.0, 40.0, 6.0, 3.5, 30.0, 10.0, 4.0, 1.0)
+FAINT = (45.0, 15.0, 4.0, 4.0, 0.0, 16.0, 3.0, 0.15)
+
+
+def test_the_window_model_is_the_gaussian_seen_through_the_beam():
+    """The model's band-limited Gaussian ⊛ the beam's core equals numpy's sampled one on the window."""
+    beam = psf()[N - 1 - 24 : N + 24, N - 1 - 24 : N + 24]
+    half, core = 12, 24
+    p = _parameters([Guess(x=12.3, y=11.6, fwhm_x=7.0, fwhm_y=4.0, pa=25.0, z=0, fwhm_z=3)], 1)[0]
+    got = np.asarray(_local_image(p[:5], _kernel_hat(beam.astype(np.float32), (_local_size(half, core),) * 2),
+                                  half=half, core=core))  # fmt: skip
+    n = 2 * half + 1
+    big = gaussian_2d((n + 2 * core, n + 2 * core), 12.3 + core, 11.6 + core, 7.0, 4.0, 25.0)
+    expected = signal.fftconvolve(big, beam, mode="same")[core : core + n, core : core + n]
+    np.testing.assert_allclose(got, expected, atol=2e-3 * expected.max())
+
+
+def test_a_noiseless_scene_is_recovered_exactly():
+    beam = psf()
+    scene = Scene(line=cube_of([BRIGHT, FAINT], beam).astype(np.float32), noise=np.full(NZ, 0.01), psf=beam,
+                  correlation=white(0.01))  # fmt: skip
+    guesses = [Guess(25, 39, 8, 8, 0, 11, 5), Guess(44, 16, 6, 6, 0, 15, 4)]
+    fitted = fit_scene(scene, guesses, min_snr=5.0, window_half_px=12, core_half_px=24)
+    assert [f.index for f in fitted] == [0, 1]
+    for f, truth in zip(fitted, (BRIGHT, FAINT)):
+        x, y, fx, fy, pa, z, fz, a = truth
+        assert (f.x, f.y, f.z) == pytest.approx((x, y, z), abs=0.02)
+        assert f.fwhm_z == pytest.approx(fz, rel=0.01) and f.amplitude == pytest.approx(a, rel=0.02)
+        assert sorted((f.fwhm_x, f.fwhm_y)) == pytest.approx(sorted((fx, fy)), rel=0.02)
+    assert fitted[0].pa == pytest.approx(BRIGHT[4], abs=1.0)
+    model = scene_model(scene, fitted)
+    assert np.abs(model - scene.line).max() < 0.01 * scene.line.max()
+
+
+def test_a_candidate_on_a_sidelobe_is_explained_away_and_a_duplicate_merged():
+    """The bright source's far sidelobe is a line-like blob at its channel: a candidate there has an
+    amplitude consistent with 0 once the bright source's full-beam model is in; a second guess on
+    the bright source is the same source. A real faint source stays."""
+    beam = psf()
+    rng = np.random.default_rng(0)
+    sigma = 0.01
+    line = cube_of([BRIGHT, FAINT], beam) + rng.normal(0, sigma, (NZ, N, N))
+    scene = Scene(line=line.astype(np.float32), noise=np.full(NZ, sigma), psf=beam, correlation=white(sigma))
+    sidelobe = Guess(BRIGHT[0] + SIDELOBE[0], BRIGHT[1] + SIDELOBE[1], 6, 6, 0, 10, 4)
+    guesses = [Guess(25, 39, 8, 8, 0, 11, 5), sidelobe, Guess(24.5, 41, 5, 5, 0, 10, 4), Guess(44, 16, 6, 6, 0, 15, 4)]
+    fitted = fit_scene(scene, guesses, min_snr=5.0, window_half_px=12, core_half_px=24)
+    assert sorted(f.index for f in fitted) in ([0, 3], [2, 3])
+    # the same cube fitted with the beam's core only: the sidelobe is a source of its own
+    core = np.zeros_like(beam)
+    c = N - 1
+    core[c - 12 : c + 13, c - 12 : c + 13] = beam[c - 12 : c + 13, c - 12 : c + 13]
+    naive = fit_scene(Scene(line=scene.line, noise=scene.noise, psf=core, correlation=scene.correlation), guesses,
+                      min_snr=5.0, window_half_px=12, core_half_px=12)  # fmt: skip
+    assert 1 in [f.index for f in naive]
+
+
+def test_reported_errors_match_the_scatter_over_noise_realisations():
+    beam = psf()
+    sigma = 0.05
+    clean = cube_of([BRIGHT], beam)
+    rows = []
+    for seed in range(10):
+        line = clean + np.random.default_rng(seed).normal(0, sigma, clean.shape)
+        scene = Scene(line=line.astype(np.float32), noise=np.full(NZ, sigma), psf=beam, correlation=white(sigma))
+        (f,) = fit_scene(scene, [Guess(25, 39, 8, 8, 0, 11, 5)], min_snr=3.0, window_half_px=12, core_half_px=24)
+        rows.append((f.x, f.y, f.z, f.amplitude, f.line_flux,
+                     f.errors["x"], f.errors["y"], f.errors["z"], f.errors["amplitude"], f.errors["line_flux"]))
+    rows = np.array(rows)
+    scatter, reported = rows[:, :5].std(axis=0, ddof=1), rows[:, 5:].mean(axis=0)
+    assert np.all(scatter / reported > 0.5) and np.all(scatter / reported < 1.8), (scatter, reported)
+
+
+def test_the_noise_model_separates_a_white_spike_from_the_beam():
+    """Noise = beam-correlated (thermal) + white: the beam comes back with unit peak and the right
+    shape, and the white share of the variance is what was put in."""
+    rng = np.random.default_rng(1)
+    n, nz = 96, 48
+    kernel = gaussian_2d((25, 25), 12, 12, 5.0, 4.0, 0.0)
+    kernel /= np.sqrt((kernel**2).sum())
+    thermal = np.stack([signal.fftconvolve(rng.normal(0, 1, (n, n)), kernel, mode="same") for _ in range(nz)])
+    cube = thermal + rng.normal(0, 1.0, thermal.shape)  # white variance 1, thermal variance ~1: half and half
+    model = noise_model(cube, half=16)
+    assert model.white_fraction == pytest.approx(0.5, abs=0.08)
+    beam_truth = signal.fftconvolve(kernel, kernel[::-1, ::-1], mode="full")[24 - 16 : 24 + 17, 24 - 16 : 24 + 17]
+    beam_truth /= beam_truth.max()
+    np.testing.assert_allclose(model.beam, beam_truth, atol=0.08)
+    assert model.correlation[16, 16] == pytest.approx(1.0)
+    assert model.correlation[16, 17] == pytest.approx((1 - model.white_fraction) * model.beam[16, 17], abs=0.02)
