@@ -64,10 +64,39 @@ def _default_loader(model_dir: Path) -> Any:
     return Models.load(model_dir)
 
 
-def _default_runner(beam_area_px: float) -> Runner:
+def _default_runner(beam_area_px: float, psf: Any = None) -> Runner:
     from dfjax.pipeline.run import run_pipeline
 
-    return functools.partial(run_pipeline, beam_area_px=beam_area_px)
+    return functools.partial(run_pipeline, beam_area_px=beam_area_px, psf=psf)
+
+
+def cube_psf(cube: Cube, config: Any, psf_file: str | Path | None = None) -> Any:
+    """The beam the scene fit sees ``cube`` through (``scene.psf``, :mod:`dfjax.pipeline.psf`): the PSF
+    file (``--psf``, or ``<cube stem>.psf.fits`` beside the cube with ``auto``), the header's
+    restoring beam (``beam``), or None — measured on the noise by the pipeline."""
+    kind = getattr(getattr(config, "scene", None), "psf", "auto")
+    if not getattr(getattr(config, "scene", None), "enabled", False) or kind == "noise":
+        return None
+    from dfjax.pipeline.psf import beam_psf_image, psf_from_file
+
+    half = max(cube.shape[1:]) - 1
+    if kind in ("auto", "file"):
+        sibling = cube.path.with_name(cube.path.name.split(".fits")[0] + ".psf.fits")
+        path = Path(psf_file) if psf_file is not None else (sibling if sibling.is_file() else None)
+        if path is None and kind == "file":
+            raise InferError(f"{cube.path}: scene.psf is 'file' but no --psf was given (nor {sibling.name})")
+        if path is not None:
+            try:
+                return psf_from_file(path, half=half)
+            except ValueError as exc:
+                raise InferError(str(exc)) from None
+        return None
+    if cube.beam is None:
+        raise InferError(f"{cube.path}: scene.psf is 'beam' but the header has no BMAJ/BMIN/BPA or BEAMS table")
+    from dfjax.completeness import beam_in_pixels
+
+    beam, _ = beam_in_pixels(cube)
+    return beam_psf_image(beam.fwhm_x, beam.fwhm_y, beam.pa, half=half)
 
 
 def model_sizes(models: Any) -> tuple[int, int]:
@@ -130,11 +159,12 @@ def pipeline_config(model_dir: str | Path, config_file: str | Path | None = None
 
 
 def infer_cube(cube: Cube | str | Path, models: Any, config: Any = None, *, runner: Runner | None = None,
-               progress: bool = False) -> QTable:  # fmt: skip
-    """Catalogue (QTable with units) of one cube: read it if needed, run the pipeline window by window."""
+               progress: bool = False, psf_file: str | Path | None = None) -> QTable:  # fmt: skip
+    """Catalogue (QTable with units) of one cube: read it if needed, run the pipeline window by window.
+    ``psf_file``: the cube's PSF image for the scene fit (:func:`cube_psf`)."""
     cube = cube if isinstance(cube, Cube) else read_cube(cube)
-    runner = runner or _default_runner(cube.beam_area_px or 1.0)
     config = _default_config() if config is None else config
+    runner = runner or _default_runner(cube.beam_area_px or 1.0, cube_psf(cube, config, psf_file))
     crop_size, spectrum_length = model_sizes(models)
     _check_channels(cube, spectrum_length)
     if hasattr(config, "detect"):
@@ -189,10 +219,12 @@ def infer_files(
     completeness_trials: int = 20,
     seed: int = 0,
     products: str | Sequence[str] = (),
+    psf: str | Path | None = None,
 ) -> list[Path]:
     """Catalogue each cube; returns the catalogue paths. :class:`InferError`/:class:`CubeError` before any write.
 
     ``config``: a PipelineConfig; without one, :func:`pipeline_config` of ``config_file`` and ``sets``.
+    ``psf``: a PSF image (FITS) the scene fit sees every cube through (:func:`cube_psf`).
 
     ``reliability`` (implied by ``min_reliability``): a ``reliability`` column from one more run on
     −cube (:mod:`dfjax.reliability`), rows below ``min_reliability`` dropped. ``completeness``:
@@ -210,6 +242,13 @@ def infer_files(
         products = parse_products(products)  # mask, moments, cubelets, regions (dfjax.products)
     except ValueError as exc:
         raise InferError(str(exc)) from None
+    if psf is not None:  # a PSF that cannot be read is refused before anything loads
+        from dfjax.pipeline.psf import psf_from_file
+
+        try:
+            psf_from_file(psf, half=2)
+        except ValueError as exc:
+            raise InferError(f"--psf {' '.join(str(exc).split())}") from None
     paths = [Path(p) for p in cube_paths]
     if not paths:
         raise InferError("no cube given")
@@ -245,13 +284,13 @@ def infer_files(
     try:
         for i, (path, target) in enumerate(zip(paths, targets)):
             cube = cubes.pop(i, None) or read_cube(path)
-            table = infer_cube(cube, models, config, runner=runner, progress=progress)
+            table = infer_cube(cube, models, config, runner=runner, progress=progress, psf_file=psf)
             table.meta["MODELDIR"] = str(model_dir)
             unfiltered = table
             if reliability:
                 from dfjax.reliability import add_reliability, negated
 
-                table = add_reliability(table, infer_cube(negated(cube), models, config, runner=runner))
+                table = add_reliability(table, infer_cube(negated(cube), models, config, runner=runner, psf_file=psf))
                 if min_reliability is not None:
                     table = table[table["reliability"] >= min_reliability]
                     table.meta["MINREL"] = float(min_reliability)
@@ -339,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--completeness-trials", type=int, default=20, metavar="N",
                         help="injected cubes (5 sources each) for --completeness")
     parser.add_argument("--seed", type=int, default=0, help="seed of the injected sources")
+    parser.add_argument("--psf", type=Path, default=None, metavar="PSF.fits",
+                        help="the cube's PSF (tclean's .psf exported to FITS) for the scene fit; default: "
+                             "<cube stem>.psf.fits beside the cube if there is one, else measured on the noise")
     parser.add_argument("--products", default="", metavar="LIST",
                         help="also write, beside the catalogue, any of mask,moments,cubelets,regions (comma list)")
     add_config(parser, f"its `pipeline:` section replaces MODEL_DIR/{PIPELINE_CONFIG} (the tuned settings)",
@@ -350,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         infer_files(args.cubes, model_dir=args.model_dir, out=args.out, fmt=fmt, plot=args.plot,
                     reliability=args.reliability, min_reliability=args.min_reliability,
                     completeness=args.completeness, completeness_trials=args.completeness_trials, seed=args.seed,
-                    products=args.products,
+                    products=args.products, psf=args.psf,
                     config_file=args.config, sets=args.sets, progress=not args.quiet)  # fmt: skip
     except (InferError, CubeError) as exc:
         fail(parser.prog, exc)

@@ -131,3 +131,30 @@ def test_the_noise_model_separates_a_white_spike_from_the_beam():
     np.testing.assert_allclose(model.beam, beam_truth, atol=0.08)
     assert model.correlation[16, 16] == pytest.approx(1.0)
     assert model.correlation[16, 17] == pytest.approx((1 - model.white_fraction) * model.beam[16, 17], abs=0.02)
+
+
+def test_the_pipeline_with_the_scene_fit_reports_the_sources_not_their_sidelobes():
+    """run_pipeline with scene.enabled and the line search: stand-in networks that find every blob,
+    a cube with a bright source, its sidelobe and a faint source; the catalogue is the two sources,
+    with the fit's line SNR, flux and errors."""
+    import jax.numpy as jnp
+    from test_pipeline_characterise import _constant, _minmax_gru, _threshold_finder
+
+    from dfjax.pipeline import PipelineConfig
+    from dfjax.pipeline.run import Models, run_pipeline
+
+    beam = psf()
+    rng = np.random.default_rng(3)
+    bright, faint = BRIGHT, (46.0, 14.0, 4.0, 4.0, 0.0, 16.0, 3.0, 0.3)
+    cube = (cube_of([bright, faint], beam) + rng.normal(0, 0.01, (NZ, N, N))).astype(np.float32)
+    models = Models(blobs_finder=_threshold_finder, deep_gru=_minmax_gru, resnet_fwhm_x=_constant(5.0),
+                    resnet_fwhm_y=_constant(5.0), resnet_pa=_constant(0.0), resnet_flux=_constant(1.0))  # fmt: skip
+    config = PipelineConfig().replace(**{"detect.crop_size": N, "detect.threshold": 0.1, "scene.enabled": True,
+                                         "search.enabled": True, "scene.window_half_px": 12,
+                                         "scene.core_half_px": 24})  # fmt: skip
+    sources = run_pipeline(cube, models, config, psf=beam)
+    found = sorted((round(s.x), round(s.y), round(s.z)) for s in sources)
+    assert found == [(24, 40, 10), (46, 14, 16)], found
+    for s in sources:
+        assert s.line_snr > 5 and s.snr == s.line_snr and 0 < s.err_x < 0.5 and np.isfinite(s.err_line_flux_fit)
+    del jnp

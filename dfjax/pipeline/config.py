@@ -153,6 +153,7 @@ class SceneConfig:
     core_half_px: int = 24  # the beam a window's own model is convolved with reaches ± this
     max_shift_px: float = 4.0  # a source's centre moves at most this far from its first guess
     merge_px: float = 3.0  # two sources closer than this with overlapping lines are one
+    model_error: float = 0.03  # this fraction of a source's model counts as noise where another is measured
     residual: bool = True  # then the line search runs on the cube minus the scene, and what it finds is fitted in
 
 
@@ -324,7 +325,8 @@ def _validate_scene(c: PipelineConfig) -> None:
                         ("scene.window_chan", s.window_chan), ("scene.core_half_px", s.core_half_px)):  # fmt: skip
         if value < 1:
             raise ConfigError(f"pipeline.{path}: must be at least 1, got {value}")
-    for path, value in (("scene.psf_half_px", s.psf_half_px), ("scene.min_snr", s.min_snr)):
+    for path, value in (("scene.psf_half_px", s.psf_half_px), ("scene.min_snr", s.min_snr),
+                        ("scene.model_error", s.model_error)):  # fmt: skip
         if value < 0:
             raise ConfigError(f"pipeline.{path}: must be >= 0, got {value}")
     for path, value in (("scene.max_shift_px", s.max_shift_px), ("scene.merge_px", s.merge_px)):

@@ -56,7 +56,7 @@ def _fit(scene: Scene, guesses: Sequence[Guess], config: PipelineConfig) -> list
     s = config.scene
     return fit_scene(scene, guesses, min_snr=s.min_snr, rounds=s.rounds, max_shift_px=s.max_shift_px,
                      window_half_px=s.window_half_px, window_chan=s.window_chan, core_half_px=s.core_half_px,
-                     merge_px=s.merge_px)  # fmt: skip
+                     merge_px=s.merge_px, model_error=s.model_error)  # fmt: skip
 
 
 def _guess(d: Detection, m: Morphology) -> Guess:

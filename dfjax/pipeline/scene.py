@@ -12,7 +12,8 @@ wz = 1/σz². Each round of :func:`fit_scene`:
 1. **Amplitudes, jointly, over the whole field.** With the shapes fixed, the model is linear in
    A: A = Γ⁻¹ b with Γᵢⱼ = (Σz wz Lᵢ Lⱼ)·⟨Iᵢ, Iⱼ⟩, bᵢ = Σz wz Lᵢ(z)·⟨D(z), Iᵢ⟩, Iₖ = Gₖ ⊛ P. Their
    covariance with the cube's correlated noise (correlation ρ, spike and beam) is
-   Γ⁻¹ S Γ⁻¹, Sᵢⱼ = (Σz wz Lᵢ Lⱼ)·⟨Iᵢ, ρ ⊛ Iⱼ⟩; a source's **SNR** is Aₖ / σ(Aₖ).
+   Γ⁻¹ S Γ⁻¹, Sᵢⱼ = (Σz wz Lᵢ Lⱼ)·⟨Iᵢ, ρ ⊛ Iⱼ⟩, plus the other sources' model error (a fraction
+   ``model_error`` of their model, :func:`_solve`); a source's **SNR** is Aₖ / σ(Aₖ).
 2. **Explained away.** The source of lowest SNR under ``scene.min_snr`` is dropped and the
    amplitudes solved again, until none is left under it: a candidate on a bright source's
    sidelobe, or a second candidate for one source, has an amplitude consistent with zero once
@@ -181,7 +182,8 @@ def _field_images(params: jax.Array, psf_hat: jax.Array, corr_hat: jax.Array, *,
 @jax.jit
 def _amplitude_system(line: jax.Array, weights: jax.Array, params: jax.Array, images: jax.Array,
                       correlated: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
-    """(b, Γ, S) of the module docstring's step 1."""
+    """(b, Γ, S, H) of the module docstring's step 1; Hᵢₖ = (Σz wz² Lᵢ² Lₖ²)·⟨Iᵢ², Iₖ²⟩ weighs source k's
+    model error where source i is measured."""
     z = jnp.arange(line.shape[0], dtype=jnp.float32)
     profiles = jax.vmap(lambda q: _line(z, q))(params[:, 5:7])  # (K, nz)
     projected = jnp.einsum("zyx,kyx->kz", line, images)
@@ -189,27 +191,37 @@ def _amplitude_system(line: jax.Array, weights: jax.Array, params: jax.Array, im
     spectral = jnp.einsum("iz,jz->ij", profiles * weights, profiles)
     gram = spectral * jnp.einsum("iyx,jyx->ij", images, images)
     noise = spectral * jnp.einsum("iyx,jyx->ij", images, correlated)
-    return b, gram, noise
+    squared = images * images
+    shadow = jnp.einsum("iz,jz->ij", (profiles * weights) ** 2, profiles**2) * jnp.einsum("iyx,jyx->ij", squared, squared)
+    return b, gram, noise, shadow
 
 
-def _solve(b: np.ndarray, gram: np.ndarray, noise: np.ndarray, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Amplitudes and their standard errors for the ``alive`` sources (0 and inf elsewhere)."""
+def _solve(b: np.ndarray, gram: np.ndarray, noise: np.ndarray, shadow: np.ndarray, alive: np.ndarray,
+           model_error: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Amplitudes and their standard errors for the ``alive`` sources (0 and inf elsewhere).
+
+    The error adds to the noise's the other sources' model error: each voxel's model is wrong by
+    ``model_error`` × its value (the beam, the continuum and the line shapes are never exact), so
+    a bright source's flank is a noisier place to claim a faint one than the empty field.
+    """
     k = np.flatnonzero(alive)
     amplitude, error = np.zeros(len(b)), np.full(len(b), np.inf)
     if not len(k):
         return amplitude, error
     inverse = np.linalg.pinv(gram[np.ix_(k, k)])
     amplitude[k] = inverse @ b[k]
-    error[k] = np.sqrt(np.maximum(np.diag(inverse @ noise[np.ix_(k, k)] @ inverse), 1e-300))
+    others = shadow[np.ix_(k, k)] * (1.0 - np.eye(len(k)))
+    systematic = model_error**2 * np.diag(inverse) ** 2 * (others @ amplitude[k] ** 2)
+    error[k] = np.sqrt(np.maximum(np.diag(inverse @ noise[np.ix_(k, k)] @ inverse) + systematic, 1e-300))
     return amplitude, error
 
 
-def _explain_away(b: np.ndarray, gram: np.ndarray, noise: np.ndarray, alive: np.ndarray, min_snr: float
+def _explain_away(system: tuple[np.ndarray, ...], alive: np.ndarray, min_snr: float, model_error: float
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Step 2: drop the lowest-SNR source under ``min_snr`` and solve again, until none is."""
     alive = alive.copy()
     while True:
-        amplitude, error = _solve(b, gram, noise, alive)
+        amplitude, error = _solve(*system, alive, model_error)
         snr = np.where(alive, amplitude / error, np.inf)
         worst = int(np.argmin(snr))
         if not alive.any() or snr[worst] >= min_snr:
@@ -398,14 +410,15 @@ def _bounds(start: np.ndarray, max_shift_px: float) -> np.ndarray:
 
 
 def fit_scene(scene: Scene, guesses: Sequence[Guess], *, min_snr: float, rounds: int = 2, max_shift_px: float = 4.0,
-              window_half_px: int = 16, window_chan: int = 48, core_half_px: int = 32, merge_px: float = 3.0
-              ) -> list[Fitted]:
+              window_half_px: int = 16, window_chan: int = 48, core_half_px: int = 32, merge_px: float = 3.0,
+              model_error: float = 0.0) -> list[Fitted]:
     """The joint fit of the module docstring: guesses → the sources the scene needs, each with its SNR
     and errors, in the guesses' order (those explained away or merged left out).
 
     Before each amplitude solve, of two sources within ``merge_px`` whose lines overlap the weaker
     is dropped (:func:`_merge_close`): weaker by its SNR alone in the first round, by the last
-    joint SNR after."""
+    joint SNR after. ``model_error``: the fraction of each source's model counted as noise where
+    another is measured (:func:`_solve`)."""
     if not guesses:
         return []
     line = jnp.asarray(np.nan_to_num(scene.line), jnp.float32)
@@ -435,12 +448,11 @@ def fit_scene(scene: Scene, guesses: Sequence[Guess], *, min_snr: float, rounds:
     snr = None
     for round_ in range(rounds + 1):
         images, correlated = _field_images(params, psf_hat, corr_hat, field=(ny, nx), fft_shape=fft_shape)
-        b, gram, noise_gram = (np.asarray(v, np.float64) for v in
-                               _amplitude_system(line, weights, params, images, correlated))  # fmt: skip
+        system = tuple(np.asarray(v, np.float64) for v in _amplitude_system(line, weights, params, images, correlated))
         # the first round ranks each source by its SNR alone, later ones by the last joint SNR
-        ranking = b / np.sqrt(np.maximum(np.diag(noise_gram), 1e-300)) if snr is None else snr
+        ranking = system[0] / np.sqrt(np.maximum(np.diag(system[2]), 1e-300)) if snr is None else snr
         alive = _merge_close(np.asarray(params), alive, np.argsort(-ranking, kind="stable"), merge_px)
-        alive, amplitude, snr = _explain_away(b, gram, noise_gram, alive, min_snr)
+        alive, amplitude, snr = _explain_away(system, alive, min_snr, model_error)
         if round_ == rounds or not alive.any():
             break
         live = np.flatnonzero(alive)  # only the alive sources are fitted, padded to a power of two
