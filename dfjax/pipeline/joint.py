@@ -6,7 +6,10 @@
 2. Every detection, at its first-guess shape, and with ``search.enabled`` every line-search
    candidate, enters :func:`~dfjax.pipeline.scene.fit_scene`; what the others' model explains, or
    what duplicates another, leaves.
-3. With ``scene.residual`` the search runs again on the cube minus the fitted scene: a source a
+3. The continuum is fitted again with the voxels the fitted scene says hold line emission left
+   out (each pixel's straight line is otherwise tilted by a bright line's wings), and the
+   sources fitted again on the new line cube.
+4. With ``scene.residual`` the search runs again on the cube minus the fitted scene: a source a
    brighter one hid is a peak there. The new candidates join the fitted sources for one more fit.
 """
 
@@ -26,6 +29,7 @@ from dfjax.pipeline.search import RESIDUAL, SEARCHED, _search, channel_noise, li
 
 __all__ = ["noise_scene", "scene_sources"]
 
+CONTINUUM_MASK_SIGMA = 1.0  # voxels where the fitted scene exceeds this many noise σ are left out of the continuum
 NOISE_PIXELS = 64 * 128 * 128  # the noise correlation is measured on about this many pixels of channel differences
 
 
@@ -80,6 +84,11 @@ def scene_sources(cube: np.ndarray, detections: Sequence[Detection], shapes: Seq
         detections, shapes = detections + found, shapes + first
     fitted = _fit(scene, [_guess(d, m) for d, m in zip(detections, shapes)], config)
     origin = [detections[f.index] for f in fitted]
+    if fitted:  # the continuum again, the sources' lines left out of its fit (they tilt it)
+        emission = scene_model(scene, fitted) > CONTINUUM_MASK_SIGMA * scene.noise[:, None, None]
+        scene = dataclasses.replace(scene, line=line_cube(cube, exclude=emission))
+        fitted = _fit(scene, [_as_guess(f) for f in fitted], config)
+        origin = [origin[f.index] for f in fitted]
     if config.search.enabled and config.scene.residual and fitted:
         peaks = _search(scene.line - scene_model(scene, fitted), config)
         found, first = peak_detections(cube, peaks, config, flags=frozenset({SEARCHED, RESIDUAL}))

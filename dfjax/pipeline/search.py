@@ -67,12 +67,13 @@ class SearchPeak:
     snr: float
 
 
-def remove_continuum(cube: np.ndarray, *, clip: float = 3.0) -> np.ndarray:
+def remove_continuum(cube: np.ndarray, *, clip: float = 3.0, exclude: np.ndarray | None = None) -> np.ndarray:
     """Cube (nz, ny, nx) minus each pixel's continuum → (nz, ny, nx) float32.
 
     The continuum is a straight line: first through the medians of the pixel's first and second
     halves of channels, then fitted by least squares to the channels within ``clip`` robust
     standard deviations of that first line, so that a line in the spectrum does not tilt it.
+    ``exclude`` (nz, ny, nx) bool: voxels known to hold line emission, left out of the fit too.
     """
     cube = np.asarray(cube, np.float32)
     nz = cube.shape[0]
@@ -85,6 +86,8 @@ def remove_continuum(cube: np.ndarray, *, clip: float = 3.0) -> np.ndarray:
     residual = cube - (lo + (hi - lo) * (z - z_lo) / (z_hi - z_lo))
     spread = MAD_TO_STD * np.median(np.abs(residual - np.median(residual, axis=0)), axis=0)
     w = (np.abs(residual) <= clip * spread).astype(np.float32)
+    if exclude is not None:
+        w[exclude] = 0.0
     s0, sz, szz = w.sum(0), (w * z).sum(0), (w * z * z).sum(0)
     sy, szy = (w * cube).sum(0), (w * z * cube).sum(0)
     det = s0 * szz - sz * sz
@@ -111,15 +114,16 @@ def _robust_sigma(values: np.ndarray) -> float:
     return float(MAD_TO_STD * np.median(np.abs(sample - np.median(sample))))
 
 
-def line_cube(cube: np.ndarray) -> np.ndarray:
+def line_cube(cube: np.ndarray, *, exclude: np.ndarray | None = None) -> np.ndarray:
     """The cube (nz, ny, nx), NaNs as 0, without its continuum (:func:`remove_continuum`) → float32.
 
     The search, its residual pass and :func:`channel_noise` all start from it: pass it to them
-    (``line=``) to make it once per cube."""
+    (``line=``) to make it once per cube. ``exclude``: voxels of known line emission, left out of
+    the continuum fit (:func:`remove_continuum`)."""
     cube = np.nan_to_num(np.asarray(cube, np.float32))
     if cube.ndim != 3:
         raise ValueError(f"expected a cube (nz, ny, nx), got shape {cube.shape}")
-    return remove_continuum(cube)
+    return remove_continuum(cube, exclude=exclude)
 
 
 def channel_noise(cube: np.ndarray, *, line: np.ndarray | None = None) -> np.ndarray:
