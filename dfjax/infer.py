@@ -359,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "python -m dfjax.infer cube.fits --out cube.vot --plot",
         "python -m dfjax.infer a.fits b.fits --out catalogues/ --quiet",
         "python -m dfjax.infer cube.fits --set characterise.min_line_snr=7 --set detect.threshold=0.2",
-        "python -m dfjax.infer cube.fits --config params.yaml  # its pipeline: section, not models/pipeline.yaml"])
+        "python -m dfjax.infer cube.fits --config params.yaml  # its pipeline: section, not models/pipeline.yaml",
+        "python -m dfjax.infer cube.fits --products mask,moments,regions --min-reliability 0.9",
+        "python -m dfjax.infer cube.fits --psf cube.psf.fits --completeness"])
     parser.add_argument("cubes", nargs="+", type=Path, metavar="CUBE.fits", help="dirty cubes (FITS)")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
                         help="directory with the six trained models, from `dvc repro`")
@@ -381,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--psf", type=Path, default=None, metavar="PSF.fits",
                         help="the cube's PSF (tclean's .psf exported to FITS) for the scene fit; default: "
                              "<cube stem>.psf.fits beside the cube if there is one, else measured on the noise")
-    parser.add_argument("--products", default="", metavar="LIST",
+    parser.add_argument("--products", default=None, metavar="LIST",
                         help="also write, beside the catalogue, any of mask,moments,cubelets,regions (comma list)")
     add_config(parser, f"its `pipeline:` section replaces MODEL_DIR/{PIPELINE_CONFIG} (the tuned settings)",
                example="characterise.min_line_snr=7")
@@ -392,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         infer_files(args.cubes, model_dir=args.model_dir, out=args.out, fmt=fmt, plot=args.plot,
                     reliability=args.reliability, min_reliability=args.min_reliability,
                     completeness=args.completeness, completeness_trials=args.completeness_trials, seed=args.seed,
-                    products=args.products, psf=args.psf,
+                    products=args.products or (), psf=args.psf,
                     config_file=args.config, sets=args.sets, progress=not args.quiet)  # fmt: skip
     except (InferError, CubeError) as exc:
         fail(parser.prog, exc)
