@@ -24,8 +24,8 @@ from astropy.table import Table, vstack
 from astropy.wcs import WCS
 
 from sim import fitsio, sky
-from sim.config import ConfigError, SimConfig, from_dict
-from sim.instrument import build_instrument
+from sim.config import ConfigError, ObservationConfig, SimConfig, from_dict
+from sim.instrument import Instrument, build_instrument
 from sim.observe import channel_keys, noise_args, observe, thermal_noise, white_noise, white_rms
 
 CUBE_PATTERN = "cube_{:05d}.fits"
@@ -81,8 +81,8 @@ def simulate_cube(index: int, config: SimConfig) -> tuple[np.ndarray, np.ndarray
         result = observe(model.device_cube, instrument, noise=mode, seed=noise_seed, target_snr=target_snr)
         dirty, noise_rms, white, beams = result.dirty, result.noise_rms, result.white_rms, instrument.beams
     else:
-        dirty, noise_rms, white, beams = _observe_with_casa(model.cube, freqs, mode, config, instrument,
-                                                            noise_seed, target_snr)  # fmt: skip
+        dirty, noise_rms, white, beams = observe_with_casa(model.cube, freqs, obs, instrument, mode=mode,
+                                                           seed=noise_seed, target_snr=target_snr)  # fmt: skip
     header = fitsio.celestial_header(obs, cube_cfg.size, freqs)
     cards = {
         "ORIGIN": "dfjax.sim", "SIMVERS": VERSION, "SIMBACK": config.backend, "SEED": config.seed,
@@ -106,14 +106,15 @@ def cube_noise_mode(rng: np.random.Generator, config: SimConfig) -> str:
     return "paper" if config.noise.mode == "snr" and u < config.noise.paper_fraction else config.noise.mode
 
 
-def _observe_with_casa(cube, freqs, mode, config, instrument, noise_seed, target_snr):
-    """CASA backend; the snr mode adds PSF-shaped noise from the fast backend's noise model, the
-    paper mode white noise after tclean. Both take the thermal rms from the fast backend's model
-    (the CASA image holds the sources too). Returns (dirty, total rms, white rms, beams)."""
+def observe_with_casa(cube: np.ndarray, freqs: np.ndarray, obs: ObservationConfig, instrument: Instrument, *,
+                      mode: str, seed: int, target_snr: float) -> tuple[np.ndarray, float, float, np.ndarray]:  # fmt: skip
+    """The CASA backend of `generate` in noise `mode`: the snr mode adds PSF-shaped noise from the
+    fast backend's noise model, the paper mode white noise after tclean; both take the thermal rms
+    from `instrument` (the CASA image holds the sources too) and the peak from the CASA image's
+    centre. Returns (dirty, total noise rms, white rms, beams)."""
     from sim.casa import observe_casa
 
-    result = observe_casa(cube, freqs, config.observation, thermal_noise=mode != "none",
-                          want_psf=False, seed=noise_seed)  # fmt: skip
+    result = observe_casa(cube, freqs, obs, thermal_noise=mode != "none", want_psf=False, seed=seed)
     dirty = result.dirty
     if mode == "none":
         return dirty, 0.0, 0.0, result.beams
@@ -122,14 +123,14 @@ def _observe_with_casa(cube, freqs, mode, config, instrument, noise_seed, target
     peak = float(dirty[:, c, c].max())
     wanted = peak / target_snr
     if mode == "snr" and wanted > rms:
-        keys = channel_keys(noise_seed + 1, instrument.channels)
+        keys = channel_keys(seed + 1, instrument.channels)
         extra = np.asarray(thermal_noise(*noise_args(instrument, keys), n_pad=instrument.n_pad,
                                          size=instrument.size))  # fmt: skip
         dirty = dirty + extra * (np.sqrt(wanted**2 - rms**2) / rms)
         rms = wanted
     elif mode == "paper":
         white = float(white_rms(peak, target_snr, rms))
-        dirty = dirty + white * np.asarray(white_noise(channel_keys(noise_seed, instrument.channels),
+        dirty = dirty + white * np.asarray(white_noise(channel_keys(seed, instrument.channels),
                                                        size=instrument.size))  # fmt: skip
         rms = float(np.hypot(rms, white))
     return dirty.astype(np.float32), rms, white, result.beams
