@@ -96,3 +96,13 @@ def test_paper_noise_reaches_the_target_rms_and_white_share_on_both_backends(pai
         assert 1 - _acf_ratio(noise) / _acf_ratio(thermal) == pytest.approx(white**2 / rms**2, abs=0.1)
         assert _acf_ratio(thermal) > 0.8 * beam_1px  # thermal noise alone is correlated like the beam
         assert _acf_ratio(noise) < 0.7 * beam_1px  # the paper's: a zero-lag spike over a weaker beam
+
+
+def test_generate_with_the_casa_backend_in_the_paper_mode(tmp_path):
+    config = SimConfig().replace(**{"cube.size": 48, "cube.channels": 2, "seed": 2, "noise.mode": "paper",
+                                    "observation.total_time_s": 600.0, "backend": "casa"})  # fmt: skip
+    generate(tmp_path, 1, config, progress=False)
+    h = fits.getheader(tmp_path / "cube_00000.fits")
+    assert (h["SIMBACK"], h["NOISE"], h["PAPERFRC"]) == ("casa", "paper", 1.0) and h["WHITERMS"] > 0
+    central = Table.read(tmp_path / "catalogue.csv")[0]
+    assert central["peak_snr"] == pytest.approx(h["TARGSNR"], rel=0.25)
