@@ -20,7 +20,7 @@ import numpy as np
 
 from sim.casa import CasaUnavailableError
 from sim.cli import CliError, add_config, add_quiet, add_subcommand, make_parser, parse_sets, read_yaml, section
-from sim.config import ConfigError, SimConfig, from_dict
+from sim.config import NOISE_MODES, ConfigError, SimConfig, from_dict
 from sim.fitsio import FitsInputError
 
 PROG = "python -m sim"
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n", type=int, required=True, help="number of cubes")
     g.add_argument("--size", type=int, help=f"field size in pixels {_default('cube.size')}")
     g.add_argument("--channels", type=int, help=f"number of channels {_default('cube.channels')}")
-    g.add_argument("--noise", choices=("none", "thermal", "snr"), help=f"noise model {_default('noise.mode')}")
+    g.add_argument("--noise", choices=NOISE_MODES, help=f"noise model {_default('noise.mode')}")
     g.add_argument("--workers", type=int, default=1, help="local worker processes (Dask LocalCluster)")
     g.add_argument("--dask-scheduler", metavar="ADDRESS", help="run on an existing Dask cluster")
     g.add_argument("--psf", action="store_true", help="also write the set-up's dirty beam to OUT/psf.fits")
@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("sky", help="sky-model FITS cube with RA/Dec/FREQ axes, BUNIT Jy/pixel")
     o.add_argument("--out", required=True, help="dirty cube to write")
     o.add_argument("--psf", help="also write the PSF cube here")
-    o.add_argument("--noise", choices=("none", "thermal", "snr"), default="thermal", help="noise model")
-    o.add_argument("--snr", type=float, help="target peak SNR of the brightest source (--noise snr)")
+    o.add_argument("--noise", choices=NOISE_MODES, default="thermal", help="noise model")
+    o.add_argument("--snr", type=float, help="target peak SNR of the brightest source (--noise snr or paper)")
     o.add_argument("--integration", type=float,
                    help=f"integration time per visibility, s {_default('observation.integration_s')}")
     o.add_argument("--total-time", type=float, help=f"total time on source, s {_default('observation.total_time_s')}")
@@ -139,8 +139,8 @@ def run_observe(args: argparse.Namespace) -> None:
             raise ConfigError(f"{target} exists; use --overwrite to replace it")
         if not target.parent.is_dir():
             raise ConfigError(f"{target.parent}: no such directory")
-    if args.noise == "snr" and (args.snr is None or args.snr <= 0):
-        raise ConfigError("--snr: a positive target SNR is needed with --noise snr")
+    if args.noise in ("snr", "paper") and (args.snr is None or args.snr <= 0):
+        raise ConfigError(f"--snr: a positive target SNR is needed with --noise {args.noise}")
     skyf = fitsio.read_sky(src)
     from sim.instrument import build_instrument  # imported late: bad input fails before JAX loads
     from sim.observe import observe
@@ -158,8 +158,8 @@ def run_observe(args: argparse.Namespace) -> None:
     if config.backend == "casa":
         from sim.casa import observe_casa
 
-        if args.noise == "snr":
-            raise ConfigError("--noise snr is only available with the fast backend in `observe`")
+        if args.noise in ("snr", "paper"):
+            raise ConfigError(f"--noise {args.noise} is only available with the fast backend in `observe`")
         flip = nz > 1 and skyf.freqs_hz[1] < skyf.freqs_hz[0]  # CASA wants increasing frequency
         order = slice(None, None, -1 if flip else 1)
         result = observe_casa(skyf.cube[order], skyf.freqs_hz[order], obs, thermal_noise=args.noise == "thermal",
@@ -178,6 +178,8 @@ def run_observe(args: argparse.Namespace) -> None:
         cards["ROBUST"] = (obs.robust, "Briggs robustness")
     if rms is not None:
         cards["NOISERMS"] = (rms, "[Jy/beam] rms of the added noise")
+    if args.noise == "paper":
+        cards["WHITERMS"] = (result.white_rms, "[Jy/beam] rms of the image-domain white noise")
     fitsio.write_atomic(out, fitsio.cube_hdus(dirty, header, bunit="Jy/beam", beams=beams, cards=cards))
     if psf_out is not None:
         fitsio.write_atomic(psf_out, fitsio.cube_hdus(psf, header, bunit="", beams=beams, cards=cards))

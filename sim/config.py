@@ -17,6 +17,26 @@ from sim.array import available_configurations
 
 Range = tuple[float, float]
 
+TABLE1_FWHM_PX: dict[str, Range] = {"sigma": (4.71, 18.84), "fwhm": (2.0, 8.0)}
+"""The two readings of Table 1's "FWHM of the 2-D Gaussian component: 2-8 px" (`sky.size_reading`).
+
+* ``sigma`` (default): the width w of eq. 3, ``exp(-((x - x_c)/w)^2 / 2)``, is a sigma, as in the
+  paper's generator, so the sources have true FWHMs of 2.35482 w = 4.71-18.84 px, resolved by
+  the 8.9 x 7.6 px beam; the cubes the paper trained on.
+* ``fwhm``: 2-8 px are true FWHMs, as the text says ("a FWHM between 0.2 and 0.8 arcsec" at
+  0.1"/px): the mostly unresolved sources the paper describes.
+
+`sky.size_reading` picks `sky.fwhm_px` (the range of true FWHMs that is drawn) when
+`sky.fwhm_px` is not given; an explicit `sky.fwhm_px` is always drawn as given.
+"""
+
+NEW_KEYS = ("sky.size_reading", "noise.paper_fraction")
+"""Keys added after simulator 1.0.0, whose defaults reproduce 1.0.0; `to_dict(lean=True)` leaves
+them out at their defaults, so a default run's config.yaml stays byte for byte as before."""
+
+
+NOISE_MODES = ("none", "thermal", "snr", "paper")
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the offending field."""
@@ -28,9 +48,8 @@ class SkyConfig:
 
     n_serendipitous: tuple[int, int] = (2, 5)
     amplitude: Range = (1.0, 5.0)  # continuum amplitude of the 2-D Gaussian, arbitrary units
-    # Table 1's "FWHM 2-8 px" is the width w of eq. 3, exp(-((x - x_c)/w)^2 / 2), which is a
-    # sigma: the paper's sources (and its generator) have true FWHMs of 2.35482 w = 4.71-18.84 px
-    fwhm_px: Range = (4.71, 18.84)
+    size_reading: str = "sigma"  # how Table 1's "FWHM 2-8 px" is read: sigma | fwhm (TABLE1_FWHM_PX)
+    fwhm_px: Range = TABLE1_FWHM_PX["sigma"]  # true FWHMs drawn; unset: TABLE1_FWHM_PX[size_reading]
     spectral_index: Range = (-2.0, 2.0)
     position_frac: Range = (100 / 360, 250 / 360)  # fraction of the field, both axes
     pa_deg: Range = (0.0, 90.0)
@@ -59,11 +78,23 @@ class ObservationConfig:
 
 @dataclass(frozen=True)
 class NoiseConfig:
-    """Noise: `thermal` (radiometer equation), `snr` (thermal plus extra noise so that the
-    central source reaches a target peak SNR drawn from `snr_range`, as in the paper) or `none`."""
+    """Noise, `mode` one of
+
+    * ``none``;
+    * ``thermal``: the radiometer equation (sim.noise), correlated like the dirty beam;
+    * ``snr``: thermal noise scaled up (never down) so that the central source reaches a target
+      peak SNR drawn from `snr_range`: all of it beam-correlated;
+    * ``paper``: the paper's sec. 3, thermal noise, then 3-D uncorrelated white Gaussian noise
+      added in the image domain after imaging so that the total rms sqrt(thermal^2 + white^2)
+      gives the central source the target peak SNR; none when the thermal noise alone is more.
+
+    With ``snr``, each cube uses ``paper`` instead with probability `paper_fraction`, drawn from
+    the cube's seeded generator (a training set mixing both noise textures).
+    """
 
     mode: str = "snr"
     snr_range: Range = (10.0, 50.0)
+    paper_fraction: float = 0.0  # per-cube probability of the paper mode when mode is snr
 
 
 @dataclass(frozen=True)
@@ -81,12 +112,23 @@ class SimConfig:
     backend: str = "fast"  # fast | casa
     seed: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return _to_plain(dataclasses.asdict(self))
+    def to_dict(self, *, lean: bool = False) -> dict[str, Any]:
+        """Plain nested mapping; with `lean`, `NEW_KEYS` at their defaults are left out."""
+        data = _to_plain(dataclasses.asdict(self))
+        if lean:
+            defaults = _to_plain(dataclasses.asdict(SimConfig()))
+            for section, key in (dotted.split(".") for dotted in NEW_KEYS):
+                if data[section][key] == defaults[section][key]:
+                    del data[section][key]
+        return data
 
     def replace(self, **overrides: Any) -> SimConfig:
-        """Return a copy with dotted overrides applied, e.g. replace(**{"cube.size": 64})."""
+        """Return a copy with dotted overrides applied, e.g. replace(**{"cube.size": 64}).
+
+        Overriding `sky.size_reading` alone also resets `sky.fwhm_px` to that reading's range."""
         data = self.to_dict()
+        if "sky.size_reading" in overrides and "sky.fwhm_px" not in overrides:
+            data["sky"].pop("fwhm_px")
         for dotted, value in overrides.items():
             node = data
             *parents, leaf = dotted.split(".")
@@ -111,6 +153,10 @@ def _to_plain(obj: Any) -> Any:
 def from_dict(data: dict[str, Any] | None) -> SimConfig:
     """Parse a nested mapping into a validated `SimConfig`; unknown keys are errors."""
     config = parse_dataclass(SimConfig, data or {}, "sim")
+    sky = (data or {}).get("sky") or {}
+    if "fwhm_px" not in sky and config.sky.size_reading in TABLE1_FWHM_PX:
+        config = dataclasses.replace(
+            config, sky=dataclasses.replace(config.sky, fwhm_px=TABLE1_FWHM_PX[config.sky.size_reading]))
     validate(config)
     return config
 
@@ -179,6 +225,8 @@ def validate(c: SimConfig) -> None:
     s, o, n, cube = c.sky, c.observation, c.noise, c.cube
     _check_range("sim.sky.n_serendipitous", s.n_serendipitous, lo=0)
     _check_range("sim.sky.amplitude", s.amplitude, lo=1e-12)
+    if s.size_reading not in TABLE1_FWHM_PX:
+        raise ConfigError(f"sim.sky.size_reading: {s.size_reading!r} is not sigma or fwhm")
     _check_range("sim.sky.fwhm_px", s.fwhm_px, lo=0.5)
     _check_range("sim.sky.spectral_index", s.spectral_index)
     _check_range("sim.sky.position_frac", s.position_frac, lo=0.0, hi=1.0)
@@ -210,9 +258,14 @@ def validate(c: SimConfig) -> None:
         )
     if not -2.0 <= o.robust <= 2.0:
         raise ConfigError(f"sim.observation.robust: {o.robust} is outside [-2, 2]")
-    if n.mode not in ("none", "thermal", "snr"):
-        raise ConfigError(f"sim.noise.mode: {n.mode!r} is not none, thermal or snr")
+    if n.mode not in NOISE_MODES:
+        raise ConfigError(f"sim.noise.mode: {n.mode!r} is not none, thermal, snr or paper")
     _check_range("sim.noise.snr_range", n.snr_range, lo=1e-6)
+    if not 0.0 <= n.paper_fraction <= 1.0:
+        raise ConfigError(f"sim.noise.paper_fraction: {n.paper_fraction} is not a probability in [0, 1]")
+    if n.paper_fraction > 0 and n.mode != "snr":
+        raise ConfigError(f"sim.noise.paper_fraction: mixes the paper mode into the snr mode, "
+                          f"but sim.noise.mode is {n.mode!r}")  # fmt: skip
     if cube.size < 8:
         raise ConfigError(f"sim.cube.size: must be at least 8 pixels, got {cube.size}")
     if cube.channels < 1:

@@ -24,9 +24,9 @@ from astropy.table import Table, vstack
 from astropy.wcs import WCS
 
 from sim import fitsio, sky
-from sim.config import ConfigError, SimConfig, from_dict
-from sim.instrument import build_instrument
-from sim.observe import channel_keys, noise_args, observe, thermal_noise
+from sim.config import ConfigError, ObservationConfig, SimConfig, from_dict
+from sim.instrument import Instrument, build_instrument
+from sim.observe import channel_keys, noise_args, observe, thermal_noise, white_noise, white_rms
 
 CUBE_PATTERN = "cube_{:05d}.fits"
 SKY_PATTERN = "sky_{:05d}.fits"
@@ -75,46 +75,65 @@ def simulate_cube(index: int, config: SimConfig) -> tuple[np.ndarray, np.ndarray
     model = sky.build_sky(sources, cube_cfg.size, freqs, config.sky.peak_jy_per_px)
     target_snr = float(rng.uniform(*config.noise.snr_range))
     noise_seed = int(rng.integers(2**31 - 1))
+    mode = cube_noise_mode(rng, config)  # drawn last: the draws above are those of simulator 1.0.0
     instrument = build_instrument(obs, cube_cfg.size, freqs, sky.support(config.sky, cube_cfg.size))
     if config.backend == "fast":
-        result = observe(model.device_cube, instrument, noise=config.noise.mode, seed=noise_seed,
-                         target_snr=target_snr)  # fmt: skip
-        dirty, noise_rms, beams = result.dirty, result.noise_rms, instrument.beams
+        result = observe(model.device_cube, instrument, noise=mode, seed=noise_seed, target_snr=target_snr)
+        dirty, noise_rms, white, beams = result.dirty, result.noise_rms, result.white_rms, instrument.beams
     else:
-        dirty, noise_rms, beams = _observe_with_casa(model.cube, freqs, config, instrument, noise_seed, target_snr)
+        dirty, noise_rms, white, beams = observe_with_casa(model.cube, freqs, obs, instrument, mode=mode,
+                                                           seed=noise_seed, target_snr=target_snr)  # fmt: skip
     header = fitsio.celestial_header(obs, cube_cfg.size, freqs)
     cards = {
         "ORIGIN": "dfjax.sim", "SIMVERS": VERSION, "SIMBACK": config.backend, "SEED": config.seed,
-        "CUBEIDX": index, "ANTCFG": obs.antenna_config, "NOISE": config.noise.mode,
+        "CUBEIDX": index, "ANTCFG": obs.antenna_config, "NOISE": mode,
         "NOISERMS": (noise_rms, "[Jy/beam] rms of the added noise"),
-        "TARGSNR": (target_snr if config.noise.mode == "snr" else 0.0, "target peak SNR, central source"),
+        "TARGSNR": (target_snr if mode in ("snr", "paper") else 0.0, "target peak SNR, central source"),
         "PWV": (obs.pwv_mm, "[mm]"), "INTTIME": (obs.integration_s, "[s]"),
         "TOTTIME": (obs.total_time_s, "[s]"), "WEIGHT": obs.weighting, "SKYSCALE": model.scale,
     }  # fmt: skip
+    if config.noise.mode == "paper" or config.noise.paper_fraction > 0:  # 1.0.0's cards otherwise
+        cards["WHITERMS"] = (white, "[Jy/beam] rms of the image-domain white noise")
+        cards["PAPERFRC"] = (1.0 if config.noise.mode == "paper" else config.noise.paper_fraction,
+                             "probability of the paper noise mode")  # fmt: skip
     table = _catalogue(index, model, dirty, noise_rms, freqs, config, WCS(header))
     return model.cube, dirty, header, table, {"cards": cards, "beams": beams}
 
 
-def _observe_with_casa(cube, freqs, config, instrument, noise_seed, target_snr):
-    """CASA backend; the snr mode adds PSF-shaped noise from the fast backend's noise model."""
+def cube_noise_mode(rng: np.random.Generator, config: SimConfig) -> str:
+    """The cube's noise mode: `noise.mode`, or with snr, paper with probability `paper_fraction`."""
+    u = rng.random()  # always drawn, so a cube's draws do not depend on the fraction
+    return "paper" if config.noise.mode == "snr" and u < config.noise.paper_fraction else config.noise.mode
+
+
+def observe_with_casa(cube: np.ndarray, freqs: np.ndarray, obs: ObservationConfig, instrument: Instrument, *,
+                      mode: str, seed: int, target_snr: float) -> tuple[np.ndarray, float, float, np.ndarray]:  # fmt: skip
+    """The CASA backend of `generate` in noise `mode`: the snr mode adds PSF-shaped noise from the
+    fast backend's noise model, the paper mode white noise after tclean; both take the thermal rms
+    from `instrument` (the CASA image holds the sources too) and the peak from the CASA image's
+    centre. Returns (dirty, total noise rms, white rms, beams)."""
     from sim.casa import observe_casa
 
-    result = observe_casa(cube, freqs, config.observation, thermal_noise=config.noise.mode != "none",
-                          want_psf=False, seed=noise_seed)  # fmt: skip
+    result = observe_casa(cube, freqs, obs, thermal_noise=mode != "none", want_psf=False, seed=seed)
     dirty = result.dirty
-    if config.noise.mode == "none":
-        return dirty, 0.0, result.beams
-    rms = float(instrument.thermal_rms.mean())
-    if config.noise.mode == "snr":
-        c = instrument.size // 2
-        wanted = float(dirty[:, c, c].max()) / target_snr
-        if wanted > rms:
-            keys = channel_keys(noise_seed + 1, instrument.channels)
-            extra = np.asarray(thermal_noise(*noise_args(instrument, keys), n_pad=instrument.n_pad,
-                                             size=instrument.size))  # fmt: skip
-            dirty = dirty + extra * (np.sqrt(wanted**2 - rms**2) / rms)
-            rms = wanted
-    return dirty.astype(np.float32), rms, result.beams
+    if mode == "none":
+        return dirty, 0.0, 0.0, result.beams
+    rms, white = float(instrument.thermal_rms.mean()), 0.0
+    c = instrument.size // 2
+    peak = float(dirty[:, c, c].max())
+    wanted = peak / target_snr
+    if mode == "snr" and wanted > rms:
+        keys = channel_keys(seed + 1, instrument.channels)
+        extra = np.asarray(thermal_noise(*noise_args(instrument, keys), n_pad=instrument.n_pad,
+                                         size=instrument.size))  # fmt: skip
+        dirty = dirty + extra * (np.sqrt(wanted**2 - rms**2) / rms)
+        rms = wanted
+    elif mode == "paper":
+        white = float(white_rms(peak, target_snr, rms))
+        dirty = dirty + white * np.asarray(white_noise(channel_keys(seed, instrument.channels),
+                                                       size=instrument.size))  # fmt: skip
+        rms = float(np.hypot(rms, white))
+    return dirty.astype(np.float32), rms, white, result.beams
 
 
 def write_cube(out_dir: Path, index: int, config: SimConfig) -> Table:
@@ -148,10 +167,10 @@ def _prepare(out_dir: Path, config: SimConfig, overwrite: bool) -> None:
         raise ConfigError(f"--out {out_dir}: exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = out_dir / "config.yaml"
-    wanted = config.to_dict()
+    wanted = config.to_dict(lean=True)
     if cfg_path.exists() and not overwrite:
         try:
-            existing = from_dict(yaml.safe_load(cfg_path.read_text())).to_dict()
+            existing = from_dict(yaml.safe_load(cfg_path.read_text())).to_dict(lean=True)
         except (ConfigError, yaml.YAMLError) as exc:
             raise ConfigError(f"{cfg_path}: unreadable configuration ({exc}); use --overwrite") from None
         diff = _first_difference(existing, wanted)

@@ -7,7 +7,10 @@ convolution per channel plus correlated noise drawn in the uv domain:
     noise_z = irfft2( N_z ),  N_z ~ complex Gaussian on the sampled uv cells
 
 Both share one inverse transform per channel. The peak that sets the noise level of the `snr`
-mode is a dot product of the sky with the PSF centred on the reference pixel, computed first.
+and `paper` modes is a dot product of the sky with the PSF centred on the reference pixel,
+computed first. The `paper` mode then adds uncorrelated white noise in the image domain (sec. 3):
+
+    white_rms = sqrt(max(0, (peak / target_snr)^2 - thermal_rms^2))
 On a CPU, channel chunks run in threads (XLA runs one FFT on about one core); noise keys are per
 channel, so the result does not depend on the chunking.
 """
@@ -67,6 +70,22 @@ def thermal_noise(keys: jax.Array, noise_index: jax.Array, noise_std: jax.Array,
     return _inverse(grid, n_pad, size)
 
 
+def white_keys(keys: jax.Array) -> jax.Array:
+    """The white-noise key of each channel, derived from its thermal-noise key."""
+    return jax.vmap(jax.random.fold_in, (0, None))(keys, 1)
+
+
+@functools.partial(jax.jit, static_argnames=("size",))
+def white_noise(keys: jax.Array, *, size: int) -> jax.Array:
+    """Unit-rms uncorrelated Gaussian noise (nz, size, size) from the channels' thermal keys."""
+    return jax.vmap(lambda k: jax.random.normal(k, (size, size), dtype=jnp.float32))(white_keys(keys))
+
+
+def white_rms(peak, target_snr, thermal_rms):
+    """The paper mode's white-noise rms: what the total rms peak / target_snr leaves over thermal."""
+    return jnp.sqrt(jnp.maximum(0.0, (peak / target_snr) ** 2 - thermal_rms**2))
+
+
 def noise_args(ins: "Instrument", keys: jax.Array, channels: slice = slice(None)) -> tuple:
     """The noise inputs of `thermal_noise` for some channels of an instrument."""
     return keys[channels], ins.noise_index, ins.noise_std[channels], ins.mirror_index, ins.mirror_source
@@ -75,9 +94,10 @@ def noise_args(ins: "Instrument", keys: jax.Array, channels: slice = slice(None)
 @dataclass
 class Observation:
     dirty: np.ndarray  # (nz, n, n) float32, Jy/beam
-    noise_rms: float  # rms of the noise added (over the padded field, by Parseval), Jy/beam
-    noise_scale: float  # factor applied to the thermal noise (1 for thermal, >=1 for snr)
+    noise_rms: float  # rms of all the noise added (thermal over the padded field by Parseval), Jy/beam
+    noise_scale: float  # factor applied to the thermal noise (1 for thermal and paper, >=1 for snr)
     signal_peak: float  # peak over channels of the noiseless dirty cube at the reference pixel
+    white_rms: float = 0.0  # rms of the image-domain white noise (paper mode), Jy/beam
 
 
 @jax.jit
@@ -114,7 +134,12 @@ def _observe_fused(sky, keys, target_snr, psf_at_ref, pb, weight_grid, noise_ind
     scale = _noise_scale(mode, peak, target_snr, expected_rms)
     args = (keys, noise_index, noise_std, mirror_index, mirror_source)
     dirty, mean_square = _observe_chunk(sky, pb, weight_grid, scale, args, n_pad=n_pad, with_noise=mode != "none")
-    return dirty, scale * jnp.sqrt(mean_square), jnp.where(mode == "none", 0.0, scale), peak
+    rms, white = scale * jnp.sqrt(mean_square), jnp.float32(0.0)
+    if mode == "paper":
+        white = white_rms(peak, target_snr, rms)
+        dirty = dirty + white * white_noise(keys, size=sky.shape[-1])
+        rms = jnp.sqrt(rms**2 + white**2)
+    return dirty, rms, jnp.where(mode == "none", 0.0, scale), peak, white
 
 
 def _check(sky: np.ndarray, ins: Instrument) -> None:
@@ -143,15 +168,17 @@ def observe(
     """Observe a sky cube (nz, n, n) in Jy/pixel with the fast backend (numpy or JAX array;
     a JAX array avoids a host-to-device copy).
 
-    noise: "none", "thermal", or "snr" (thermal noise scaled up, never down, so that the
-    peak at `ref_pixel` (y, x; default the field centre) over the noise rms is `target_snr`).
+    noise: "none", "thermal", "snr" (thermal noise scaled up, never down, so that the
+    peak at `ref_pixel` (y, x; default the field centre) over the noise rms is `target_snr`) or
+    "paper" (thermal noise plus image-domain white noise for the same total rms; no white noise
+    where the thermal noise alone is more).
     threads: on a CPU, channels are split over this many threads (default: all cores); the
     result does not depend on it.
     """
-    if noise not in ("none", "thermal", "snr"):
-        raise ValueError(f"noise must be none, thermal or snr, got {noise!r}")
-    if noise == "snr" and (target_snr is None or target_snr <= 0):
-        raise ValueError("noise='snr' needs a positive target_snr")
+    if noise not in ("none", "thermal", "snr", "paper"):
+        raise ValueError(f"noise must be none, thermal, snr or paper, got {noise!r}")
+    if noise in ("snr", "paper") and (target_snr is None or target_snr <= 0):
+        raise ValueError(f"noise={noise!r} needs a positive target_snr")
     if isinstance(sky_jy_per_px, jax.Array):
         sky_dev = sky_jy_per_px.astype(jnp.float32)
         sky = np.asarray(sky_dev)  # a view on a CPU
@@ -167,10 +194,10 @@ def observe(
         threads = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
     threads = max(1, min(threads, ins.channels))
     if threads == 1:
-        dirty, rms, scale, peak = _observe_fused(
+        dirty, rms, scale, peak, white = _observe_fused(
             sky_dev, keys, snr, psf_at_ref, ins.primary_beam, ins.weight_grid, ins.noise_index,
             ins.noise_std, ins.mirror_index, ins.mirror_source, expected, n_pad=ins.n_pad, mode=noise)  # fmt: skip
-        return Observation(np.asarray(dirty), float(rms), float(scale), float(peak))
+        return Observation(np.asarray(dirty), float(rms), float(scale), float(peak), float(white))
 
     # CPU: XLA runs one FFT on about one core, so independent channel chunks go to threads
     peak = float(_peak(sky_dev, ins.primary_beam, psf_at_ref))
@@ -192,7 +219,12 @@ def observe(
     if noise == "none":
         return Observation(dirty, 0.0, 0.0, peak)
     rms = float(scale) * np.sqrt(sum(parts) / ins.channels)
-    return Observation(dirty, float(rms), float(scale), peak)
+    white = 0.0
+    if noise == "paper":
+        white = float(white_rms(peak, snr, rms))
+        dirty += white * np.asarray(white_noise(keys, size=ins.size))
+        rms = float(np.sqrt(rms**2 + white**2))
+    return Observation(dirty, float(rms), float(scale), peak, white)
 
 
 def observe_batch(
@@ -212,7 +244,7 @@ def observe_batch(
     keys = jnp.stack([channel_keys(int(s), ins.channels) for s in seeds])
     fn = jax.vmap(functools.partial(_observe_fused, n_pad=ins.n_pad, mode=noise),
                   in_axes=(0, 0, 0) + (None,) * 8)  # fmt: skip
-    dirty, rms, _, _ = fn(jnp.asarray(skies, jnp.float32), keys, snrs, ins.centred_psf, ins.primary_beam, ins.weight_grid,
+    dirty, rms, _, _, _ = fn(jnp.asarray(skies, jnp.float32), keys, snrs, ins.centred_psf, ins.primary_beam, ins.weight_grid,
                           ins.noise_index, ins.noise_std, ins.mirror_index, ins.mirror_source,
                           jnp.float32(ins.thermal_rms.mean()))  # fmt: skip
     return dirty, rms

@@ -1,6 +1,6 @@
 import pytest
 
-from sim.config import ConfigError, SimConfig, from_dict
+from sim.config import TABLE1_FWHM_PX, ConfigError, SimConfig, from_dict
 
 
 def test_defaults_are_the_papers_tables():
@@ -29,6 +29,13 @@ def test_defaults_are_the_papers_tables():
         ({"sky": {"position_frac": [0.2, 1.5]}}, "sim.sky.position_frac"),
         ({"sky": {"pa_deg": [0]}}, "sim.sky.pa_deg"),
         ({"nonsense": 1}, "sim.nonsense"),
+        ({"noise": {"mode": "white"}}, "sim.noise.mode"),
+        ({"noise": {"paper_fraction": 1.5}}, "sim.noise.paper_fraction"),
+        ({"noise": {"paper_fraction": "half"}}, "sim.noise.paper_fraction"),
+        ({"noise": {"mode": "thermal", "paper_fraction": 0.5}}, "sim.noise.paper_fraction"),
+        ({"noise": {"paper_fractions": 0.5}}, "sim.noise.paper_fractions"),
+        ({"sky": {"size_reading": "radius"}}, "sim.sky.size_reading"),
+        ({"sky": {"size_reading": 2}}, "sim.sky.size_reading"),
     ],
 )
 def test_invalid_values_name_the_field(data, field):
@@ -47,3 +54,24 @@ def test_replace_applies_dotted_overrides_and_validates():
 def test_round_trip_through_a_plain_dict():
     c = SimConfig().replace(**{"observation.weighting": "briggs", "observation.robust": -1.0})
     assert from_dict(c.to_dict()) == c
+
+
+def test_size_reading_picks_table_1s_range_unless_fwhm_px_is_given():
+    assert SimConfig().sky.size_reading == "sigma" and SimConfig().sky.fwhm_px == TABLE1_FWHM_PX["sigma"]
+    assert from_dict({"sky": {"size_reading": "fwhm"}}).sky.fwhm_px == (2.0, 8.0)
+    assert SimConfig().replace(**{"sky.size_reading": "fwhm"}).sky.fwhm_px == (2.0, 8.0)
+    back = SimConfig().replace(**{"sky.size_reading": "fwhm"}).replace(**{"sky.size_reading": "sigma"})
+    assert back == SimConfig()
+    explicit = from_dict({"sky": {"size_reading": "fwhm", "fwhm_px": [3, 4]}})
+    assert explicit.sky.fwhm_px == (3.0, 4.0)
+    assert SimConfig().replace(**{"sky.size_reading": "fwhm", "sky.fwhm_px": [3, 4]}) == explicit
+    c = SimConfig().replace(**{"sky.size_reading": "fwhm", "noise.paper_fraction": 0.25})
+    assert from_dict(c.to_dict()) == c and from_dict(c.to_dict(lean=True)) == c
+
+
+def test_lean_dict_leaves_out_new_keys_at_their_defaults():
+    lean = SimConfig().to_dict(lean=True)
+    assert "size_reading" not in lean["sky"] and "paper_fraction" not in lean["noise"]
+    assert from_dict(lean) == SimConfig()
+    mixed = SimConfig().replace(**{"noise.paper_fraction": 0.5}).to_dict(lean=True)
+    assert mixed["noise"]["paper_fraction"] == 0.5 and "size_reading" not in mixed["sky"]

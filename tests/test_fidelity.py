@@ -69,3 +69,40 @@ def test_generate_with_the_casa_backend_gives_the_same_products(tmp_path):
     fast, casa = (fits.getdata(tmp_path / d / "cube_00000.fits") for d in ("fast", "casa"))
     assert fast.shape == casa.shape == (1, 2, 48, 48) and _corr(fast, casa) >= 0.95
     assert fits.getheader(tmp_path / "casa" / "cube_00000.fits")["SIMBACK"] == "casa"
+
+
+def _acf_ratio(noise):
+    """Autocorrelation at a lag of 1 px along x over its value at lag 0."""
+    return float(np.mean(noise[:, :, :-1] * noise[:, :, 1:]) / np.mean(noise**2))
+
+
+def test_paper_noise_reaches_the_target_rms_and_white_share_on_both_backends(pair):
+    """noise.mode paper, as `generate` runs it on each backend, with half the variance white."""
+    from sim.generate import observe_with_casa
+
+    obs, freqs, model, casa, casa_noise = pair
+    ins = build_instrument(obs, 96, freqs)
+    clean = observe(model.cube, ins, noise="none")
+    snr = clean.signal_peak * np.sqrt(0.5) / float(ins.thermal_rms.mean())
+    fast = observe(model.cube, ins, noise="paper", seed=5, target_snr=snr)
+    casa_dirty, casa_rms, casa_white, _ = observe_with_casa(model.cube, freqs, obs, ins, mode="paper", seed=5,
+                                                            target_snr=snr)  # fmt: skip
+    fast_thermal = observe(np.zeros_like(model.cube), ins, noise="thermal", seed=5).dirty
+    beam_1px = float(ins.psf()[0, 48, 49])
+    for noise, thermal, rms, white in ((fast.dirty - clean.dirty, fast_thermal, fast.noise_rms, fast.white_rms),
+                                       (casa_dirty - casa.dirty, casa_noise.dirty, casa_rms, casa_white)):  # fmt: skip
+        assert float(noise.std()) == pytest.approx(rms, rel=0.1)
+        assert white**2 / rms**2 == pytest.approx(0.5, abs=0.05)
+        assert 1 - _acf_ratio(noise) / _acf_ratio(thermal) == pytest.approx(white**2 / rms**2, abs=0.1)
+        assert _acf_ratio(thermal) > 0.8 * beam_1px  # thermal noise alone is correlated like the beam
+        assert _acf_ratio(noise) < 0.7 * beam_1px  # the paper's: a zero-lag spike over a weaker beam
+
+
+def test_generate_with_the_casa_backend_in_the_paper_mode(tmp_path):
+    config = SimConfig().replace(**{"cube.size": 48, "cube.channels": 2, "seed": 2, "noise.mode": "paper",
+                                    "observation.total_time_s": 600.0, "backend": "casa"})  # fmt: skip
+    generate(tmp_path, 1, config, progress=False)
+    h = fits.getheader(tmp_path / "cube_00000.fits")
+    assert (h["SIMBACK"], h["NOISE"], h["PAPERFRC"]) == ("casa", "paper", 1.0) and h["WHITERMS"] > 0
+    central = Table.read(tmp_path / "catalogue.csv")[0]
+    assert central["peak_snr"] == pytest.approx(h["TARGSNR"], rel=0.25)

@@ -40,6 +40,7 @@ def test_outputs_and_catalogue_columns(made):
     assert h["CRPIX1"] == 48 / 2 + 1 and h["BUNIT"] == "Jy/beam" and h["CDELT1"] < 0
     assert 0.7 / 3600 < h["BMAJ"] < 1.0 / 3600 and h["BMIN"] <= h["BMAJ"]
     assert fits.getheader(out / "sky_00000.fits")["BUNIT"] == "Jy/pixel"
+    assert h["NOISE"] == "snr" and "WHITERMS" not in h  # the default writes simulator 1.0.0's cards
     assert len(fits.open(out / "cube_00000.fits")["BEAMS"].data) == 16
 
 
@@ -155,3 +156,56 @@ def test_preview_writes_a_png(made, tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = _cli("preview", str(out), "--cube", "7")
     assert r.returncode == 2 and "cube_00007.fits: no such file" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def paper_made(tmp_path_factory):
+    """Two 48x48x8 cubes in the paper noise mode, and the same seed mixed into snr at fraction 1."""
+    from sim.config import SimConfig
+
+    config = SimConfig().replace(**{"cube.size": 48, "cube.channels": 8, "seed": 3, "noise.mode": "paper"})
+    out = tmp_path_factory.mktemp("paper")
+    generate(out / "paper", 2, config, progress=False)
+    generate(out / "mix1", 2, config.replace(**{"noise.mode": "snr", "noise.paper_fraction": 1.0}), progress=False)
+    return out, config
+
+
+def test_paper_mode_headers_and_the_catalogues_peak_snr(paper_made):
+    from sim.instrument import build_instrument
+    from sim.sky import channel_frequencies, support
+
+    out, config = paper_made
+    cat = Table.read(out / "paper" / "catalogue.csv")
+    obs = config.observation
+    freqs = channel_frequencies(obs.centre_freq_hz, obs.channel_width_hz, 8)
+    thermal = build_instrument(obs, 48, freqs, support(config.sky, 48)).thermal_rms.mean()
+    for i in range(2):
+        h = fits.getheader(out / "paper" / f"cube_{i:05d}.fits")
+        assert (h["NOISE"], h["PAPERFRC"]) == ("paper", 1.0) and 10.0 <= h["TARGSNR"] <= 50.0
+        assert h["WHITERMS"] > thermal and h["NOISERMS"] == pytest.approx(np.hypot(thermal, h["WHITERMS"]), rel=0.05)
+        central = cat[(cat["cube"] == i) & (cat["id"] == 0)][0]
+        assert central["peak_snr"] == pytest.approx(h["TARGSNR"], rel=0.25)  # noisy peak over the total rms
+
+
+def test_paper_mode_same_seed_same_cubes_and_fraction_1_is_all_paper(paper_made):
+    from sim.generate import simulate_cube
+
+    out, config = paper_made
+    for i in range(2):
+        cube = _data(out / "paper" / f"cube_{i:05d}.fits")
+        assert np.array_equal(cube[0], simulate_cube(i, config)[1])
+        assert np.array_equal(cube, _data(out / "mix1" / f"cube_{i:05d}.fits"))  # snr + paper_fraction 1 = paper
+        assert fits.getheader(out / "mix1" / f"cube_{i:05d}.fits")["NOISE"] == "paper"
+
+
+def test_paper_fraction_mixes_the_modes_per_cube_from_the_cubes_seed():
+    from sim.config import SimConfig
+    from sim.generate import cube_noise_mode, cube_rng
+
+    def modes(fraction, mode="snr"):
+        config = SimConfig().replace(**{"noise.mode": mode, "noise.paper_fraction": fraction})
+        return [cube_noise_mode(cube_rng(0, i), config) for i in range(400)]
+
+    assert set(modes(0.0)) == {"snr"} and set(modes(1.0)) == {"paper"} and set(modes(0.0, "paper")) == {"paper"}
+    mixed = modes(0.3)
+    assert mixed == modes(0.3) and 0.25 < mixed.count("paper") / 400 < 0.35

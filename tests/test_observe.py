@@ -112,6 +112,48 @@ def test_bad_shapes_and_modes_raise(setup):
         observe(np.zeros((4, 32, 32), np.float32), ins)
     with pytest.raises(ValueError, match="target_snr"):
         observe(np.zeros((4, 64, 64), np.float32), ins, noise="snr")
+    with pytest.raises(ValueError, match="target_snr"):
+        observe(np.zeros((4, 64, 64), np.float32), ins, noise="paper", target_snr=0.0)
+    with pytest.raises(ValueError, match="snr or paper"):
+        observe(np.zeros((4, 64, 64), np.float32), ins, noise="white")
+
+
+def _acf_ratio(noise: np.ndarray) -> float:
+    """Autocorrelation at a lag of 1 px along x over its value at lag 0."""
+    return float(np.mean(noise[:, :, :-1] * noise[:, :, 1:]) / np.mean(noise**2))
+
+
+def test_paper_mode_adds_white_noise_up_to_the_target_snr(setup):
+    _, _, ins = setup
+    sky = np.zeros((4, 64, 64), np.float32)
+    sky[:, 32, 32] = 0.05
+    clean = observe(sky, ins, noise="none").dirty
+    thermal = observe(sky, ins, noise="thermal", seed=7)
+    paper = observe(sky, ins, noise="paper", target_snr=12.0, seed=7)
+    assert paper.signal_peak / paper.noise_rms == pytest.approx(12.0, rel=1e-4)  # the total rms sets the SNR
+    assert np.hypot(thermal.noise_rms, paper.white_rms) == pytest.approx(paper.noise_rms, rel=1e-5)
+    assert paper.noise_scale == 1.0 and paper.white_rms > 5 * thermal.noise_rms
+    white = paper.dirty - thermal.dirty  # the same seed, the same thermal noise under it
+    assert white.std() == pytest.approx(paper.white_rms, rel=0.03)
+    assert abs(_acf_ratio(white)) < 0.03  # uncorrelated
+    total = paper.dirty - clean
+    assert total.std() == pytest.approx(paper.noise_rms, rel=0.05)
+    beam_at_1px = float(ins.psf()[:, 32, 33].mean())  # ~0.9: the thermal noise's ACF follows the beam
+    assert _acf_ratio(thermal.dirty - clean) > 0.8 * beam_at_1px
+    assert _acf_ratio(total) < 0.2 * beam_at_1px  # a zero-lag spike over a weak beam
+    again = observe(sky, ins, noise="paper", target_snr=12.0, seed=7)
+    other = observe(sky, ins, noise="paper", target_snr=12.0, seed=8)
+    assert np.array_equal(paper.dirty, again.dirty) and not np.array_equal(paper.dirty, other.dirty)
+
+
+def test_paper_mode_adds_nothing_where_the_thermal_noise_is_already_more(setup):
+    _, _, ins = setup
+    sky = np.zeros((4, 64, 64), np.float32)
+    sky[:, 32, 32] = 1e-4  # thermal SNR ~0.3
+    paper = observe(sky, ins, noise="paper", target_snr=12.0, seed=7)
+    thermal = observe(sky, ins, noise="thermal", seed=7)
+    assert paper.white_rms == 0.0 and paper.noise_rms == pytest.approx(thermal.noise_rms, rel=1e-6)
+    assert np.array_equal(paper.dirty, thermal.dirty)
 
 
 def test_primary_beam_half_power_width_is_1_13_lambda_over_12m():
@@ -148,14 +190,15 @@ def test_fitted_beam_matches_casa_for_the_paper_setup_and_weighting_orders_it():
     assert uniform[0] < briggs[0] < natural[0]
 
 
-def test_threads_do_not_change_the_result(setup):
+@pytest.mark.parametrize("mode", ["snr", "paper"])
+def test_threads_do_not_change_the_result(setup, mode):
     _, _, ins = setup
     sky = np.random.default_rng(2).random((4, 64, 64)).astype(np.float32) * 1e-3
-    one = observe(sky, ins, noise="snr", target_snr=15.0, seed=3, threads=1)
-    two = observe(sky, ins, noise="snr", target_snr=15.0, seed=3, threads=2)
+    one = observe(sky, ins, noise=mode, target_snr=15.0, seed=3, threads=1)
+    two = observe(sky, ins, noise=mode, target_snr=15.0, seed=3, threads=2)
     assert np.allclose(one.dirty, two.dirty, atol=1e-6 * np.abs(one.dirty).max())
-    assert (one.noise_rms, one.noise_scale, one.signal_peak) == pytest.approx(
-        (two.noise_rms, two.noise_scale, two.signal_peak), rel=1e-5)  # fmt: skip
+    assert (one.noise_rms, one.noise_scale, one.signal_peak, one.white_rms) == pytest.approx(
+        (two.noise_rms, two.noise_scale, two.signal_peak, two.white_rms), rel=1e-5)  # fmt: skip
 
 
 def test_reduced_padding_for_compact_skies_matches_the_direct_fourier_sum(setup):
@@ -186,13 +229,14 @@ def test_reduced_padding_for_compact_skies_matches_the_direct_fourier_sum(setup)
         observe(sky, compact)
 
 
-def test_batched_observation_equals_one_by_one(setup):
+@pytest.mark.parametrize("mode", ["snr", "paper"])
+def test_batched_observation_equals_one_by_one(setup, mode):
     from sim.observe import observe_batch
 
     _, _, ins = setup
     skies = np.random.default_rng(5).random((2, 4, 64, 64)).astype(np.float32) * 1e-3
-    dirty, rms = observe_batch(skies, ins, noise="snr", seeds=np.array([7, 8]), target_snrs=np.array([10.0, 20.0]))
+    dirty, rms = observe_batch(skies, ins, noise=mode, seeds=np.array([7, 8]), target_snrs=np.array([10.0, 20.0]))
     for i, (seed, snr) in enumerate([(7, 10.0), (8, 20.0)]):
-        single = observe(skies[i], ins, noise="snr", seed=seed, target_snr=snr)
+        single = observe(skies[i], ins, noise=mode, seed=seed, target_snr=snr)
         assert np.allclose(np.asarray(dirty[i]), single.dirty, atol=1e-5 * np.abs(single.dirty).max())
         assert float(rms[i]) == pytest.approx(single.noise_rms, rel=1e-4)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from sim import sky
-from sim.config import SkyConfig
+from sim.config import SimConfig, SkyConfig
 
 FREQS = sky.channel_frequencies(230e9, 10e6, 32)
 
@@ -70,6 +70,16 @@ def test_draws_follow_table_1_and_the_central_source_is_brightest():
             assert 100 <= s.x <= 250 and 100 <= s.y <= 250
         for s in sources:
             assert 4.71 <= s.fwhm_x <= 18.84 and 4.71 <= s.fwhm_y <= 18.84 and 0 <= s.pa <= 90 and 3 <= s.fwhm_z <= 10 and 10 <= s.z <= 110
+
+
+def test_the_fwhm_reading_draws_table_1s_sizes_as_true_fwhms():
+    cfg = SimConfig().replace(**{"sky.size_reading": "fwhm"}).sky
+    freqs = sky.channel_frequencies(230e9, 10e6, 128)
+    widths = [w for seed in range(20) for s in sky.draw_sources(np.random.default_rng(seed), cfg, 360, 128, freqs)
+              for w in (s.fwhm_x, s.fwhm_y)]  # fmt: skip
+    assert 2.0 <= min(widths) and max(widths) <= 8.0 and max(widths) - min(widths) > 5.0
+    row = sky.spatial_profile(_src(fwhm_x=4.0, pa=0.0), 48)[24]  # a true FWHM: half the peak 2 px either side
+    assert (row[18], row[22]) == pytest.approx((0.5, 0.5), rel=1e-6)
 
 
 def test_rescaling_sets_the_brightest_pixel_to_inbright():
