@@ -43,11 +43,10 @@ from astropy import units as u
 from astropy.stats import sigma_clipped_stats
 from astropy.table import QTable
 from scipy import ndimage
-from scipy.optimize import linear_sum_assignment
 
 from dfjax.catalogue_io import catalogue_bytes, write_atomic
 from dfjax.cube_io import Cube
-from dfjax.eval.matching import MatchCriteria
+from dfjax.eval.matching import CENTRE_RADIUS_PX, MIN_CHANNELS, match_centres
 from sim import sky
 from sim.config import SkyConfig
 
@@ -55,8 +54,6 @@ __all__ = ["CompletenessError", "Gaussian", "Injection", "beam_in_pixels", "comp
            "inject", "measure_completeness", "plot_completeness", "recovered", "robust_noise", "write_completeness"]
 
 FWHM_PER_SIGMA = 1.0 / sky.FWHM_TO_SIGMA
-MATCH_RADIUS_PX = MatchCriteria().max_distance_px
-MIN_MATCH_CHANNELS = 2.0
 MAX_TRIES = 500  # positions tried per injected source before it is left out of its cube
 
 
@@ -154,7 +151,7 @@ def draw_injections(rng: np.random.Generator, cube: Cube, beam: Gaussian, *, n: 
         for _ in range(MAX_TRIES):
             x, y = rng.uniform(edge, nx - 1 - edge), rng.uniform(edge, ny - 1 - edge)
             z = rng.uniform(min(fwhm_z, (nz - 1) / 2), max(nz - 1 - fwhm_z, (nz - 1) / 2))
-            clear = all(math.hypot(x - tx, y - ty) >= shape.major + tf + MATCH_RADIUS_PX or abs(z - tz) >= fwhm_z + tfz
+            clear = all(math.hypot(x - tx, y - ty) >= shape.major + tf + CENTRE_RADIUS_PX or abs(z - tz) >= fwhm_z + tfz
                         for tx, ty, tz, tf, tfz in taken)  # fmt: skip
             if clear and not cube.blank[round(z), round(y), round(x)]:
                 out.append(Injection(x, y, z, shape, fwhm_z, snr, size))
@@ -184,17 +181,14 @@ def inject(data: np.ndarray, injections: list[Injection], sigma: float) -> np.nd
 
 def recovered(injections: list[Injection], detections: QTable) -> np.ndarray:
     """(N,) the catalogue ``snr`` of the detection each injection is matched to (one to one, within 3 px
-    and max(2, FWHM_z/2) channels); NaN where it was not recovered."""
+    and max(2, FWHM_z/2) channels: :func:`dfjax.eval.matching.match_centres`); NaN where it was not
+    recovered."""
     snr = np.full(len(injections), np.nan)
     if not injections or len(detections) == 0:
         return snr
     det = np.stack([np.asarray(u.Quantity(detections[c]).value, float) for c in ("x", "y", "z")], axis=1)
-    inj = np.array([(i.x, i.y, i.z, max(MIN_MATCH_CHANNELS, i.fwhm_z / 2)) for i in injections])
-    distance = np.hypot(inj[:, None, 0] - det[None, :, 0], inj[:, None, 1] - det[None, :, 1])
-    admissible = (distance < MATCH_RADIUS_PX) & (np.abs(inj[:, None, 2] - det[None, :, 2]) <= inj[:, None, 3])
-    rows, cols = linear_sum_assignment(np.where(admissible, distance, 1e6))
-    keep = admissible[rows, cols]
-    snr[rows[keep]] = np.asarray(detections["snr"], float)[cols[keep]]
+    pairs = match_centres(det, np.array([(i.x, i.y, i.z, i.fwhm_z) for i in injections])).pairs
+    snr[pairs[:, 1]] = np.asarray(detections["snr"], float)[pairs[:, 0]]
     return snr
 
 
@@ -276,7 +270,7 @@ def measure_completeness(cube: Cube, detect: Callable[[Cube], QTable], *, catalo
         "NINJECT": len(injections), "NOISE": sigma, "NOISEUNT": "mJy/beam (robust MAD sigma, 5-sigma clipped)",
         "BEAMSRC": beam_origin,
         "BEAMPX": f"{beam.fwhm_x:.3f},{beam.fwhm_y:.3f},{beam.pa:.2f} (fwhm_x,fwhm_y px; pa deg, sim.sky convention)",
-        "MATCH": f"distance < {MATCH_RADIUS_PX} px and |dz| <= max({MIN_MATCH_CHANNELS}, fwhm_z/2) chan, one to one",
+        "MATCH": f"distance < {CENTRE_RADIUS_PX} px and |dz| <= max({MIN_CHANNELS}, fwhm_z/2) chan, one to one",
         "SNRDEF": "model peak of the beam-convolved source / NOISE",
     })  # fmt: skip
     return table

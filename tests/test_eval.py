@@ -170,3 +170,48 @@ def test_tuned_config_next_to_the_models(tmp_path):
     (tmp_path / "pipeline.yaml").write_text("pipeline:\n  focus: {min_snr_: 3.0}\n")
     with pytest.raises(InferError, match="pipeline.yaml.*focus.min_snr_"):
         tuned_config(tmp_path)
+
+
+def test_match_centres_pairs_nearest_within_reach_one_to_one():
+    from dfjax.eval.matching import match_centres
+
+    truth = np.array([[10.0, 10.0, 20.0, 6.0], [30.0, 30.0, 50.0, 2.0]])  # reach 3 and 2 channels
+    predicted = np.array([[11.0, 10.0, 22.9, 0], [10.5, 10.5, 20.0, 0], [30.0, 32.9, 50.0, 0], [30.0, 30.0, 52.5, 0]])
+    m = match_centres(predicted[:, :3], truth)
+    assert sorted(map(tuple, m.pairs)) == [(1, 0), (2, 1)]  # the nearer of two wins; 2.5 channels is too far
+    assert m.fp == 2 and m.fn == 0
+    assert match_centres(np.zeros((0, 3)), truth).fn == 2
+
+
+def test_scoring_a_directory_of_simulated_cubes(tmp_path):
+    """dfjax.eval.cubes on two tiny simulated cubes with stand-in networks: every true source is
+    either found or missed, both matchings are reported, and the pairs' figures are finite."""
+    import jax.numpy as jnp
+
+    from dfjax.eval.cubes import score
+    from dfjax.pipeline import PipelineConfig
+    from dfjax.pipeline.run import Models
+    from sim.config import SimConfig
+    from sim.generate import generate
+
+    class Sized:
+        def __init__(self, f, **sizes):
+            self.f = f
+            self.__dict__.update(sizes)
+
+        def __call__(self, x):
+            return self.f(x)
+
+    config = SimConfig().replace(**{"cube.size": 32, "cube.channels": 16, "seed": 5, "noise.snr_range": [30.0, 40.0]})
+    generate(tmp_path, 2, config, progress=False)
+    minmax = lambda x: (x - x.min(-1, keepdims=True)) / jnp.maximum(x.max(-1, keepdims=True) - x.min(-1, keepdims=True), 1e-6)  # noqa: E731
+    const = lambda v: (lambda x: jnp.full((x.shape[0],), v, jnp.float32))  # noqa: E731
+    models = Models(blobs_finder=Sized(lambda x: x, image_size=32), deep_gru=Sized(minmax, spectrum_length=16),
+                    resnet_fwhm_x=const(6.0), resnet_fwhm_y=const(6.0), resnet_pa=const(0.0), resnet_flux=const(1.0))
+    result = score(tmp_path, models, PipelineConfig().replace(**{"detect.threshold": 0.3}), progress=False)
+    truth = sum(1 for _ in open(tmp_path / "catalogue.csv")) - 1
+    for way in ("paper_matching", "centre_matching"):
+        d = result["dfjax"][way]
+        assert d["tp"] + d["fn"] == truth and 0.0 <= d["precision"] <= 1.0
+    assert result["dfjax"]["centre_matching"]["tp"] >= 1
+    assert np.isfinite(result["dfjax"]["centre_matched"]["x"]["std"])
