@@ -85,8 +85,14 @@ def import_casa() -> tuple[ModuleType, ModuleType]:
     try:
         if "casatools" not in sys.modules and "CASASITECONFIG" not in os.environ:
             os.environ["CASASITECONFIG"] = str(_write_site_config().resolve())
-        import casatasks
-        import casatools
+        # casatools parses sys.argv on import: our own options (--n ...) would be taken for its
+        # (--noconfig, --nositeconfig) and end the program; it is shown only the program's name
+        argv, sys.argv = sys.argv, sys.argv[:1]
+        try:
+            import casatasks
+            import casatools
+        finally:
+            sys.argv = argv
     except ImportError as err:
         raise CasaUnavailableError(_MISSING) from err
     return casatools, casatasks

@@ -2,6 +2,10 @@
 
 import dataclasses
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -99,9 +103,12 @@ def test_paper_noise_reaches_the_target_rms_and_white_share_on_both_backends(pai
 
 
 def test_generate_with_the_casa_backend_in_the_paper_mode(tmp_path):
-    config = SimConfig().replace(**{"cube.size": 48, "cube.channels": 2, "seed": 2, "noise.mode": "paper",
-                                    "observation.total_time_s": 600.0, "backend": "casa"})  # fmt: skip
-    generate(tmp_path, 1, config, progress=False)
+    """Through the command line: casatools parses sys.argv on import, and `--n` once ended the run."""
+    command = [sys.executable, "-m", "sim", "generate", "--backend", "casa", "--out", str(tmp_path), "--n", "1",
+               "--size", "48", "--channels", "2", "--seed", "2", "--noise", "paper",
+               "--set", "observation.total_time_s=600", "--quiet"]  # fmt: skip
+    r = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert r.returncode == 0, r.stderr
     h = fits.getheader(tmp_path / "cube_00000.fits")
     assert (h["SIMBACK"], h["NOISE"], h["PAPERFRC"]) == ("casa", "paper", 1.0) and h["WHITERMS"] > 0
     central = Table.read(tmp_path / "catalogue.csv")[0]
