@@ -50,6 +50,18 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class StreamConfig:
+    """``data_source: stream``: training cubes simulated on the fly (:mod:`dfjax.input_pipeline.stream`)."""
+
+    cubes_per_epoch: int = 0  # 0: as many as the TFDS train split holds
+    shuffle_cubes: int = 16  # the examples of this many consecutive cubes are shuffled together
+    sim_batch: int = 1  # cubes observed per vmapped call (observe_batch; > 1 for GPUs)
+    # simulator overrides (sim.config keys, e.g. {cube: {size: 32}}) over the `sim` section of
+    # --config (params.yaml's) or, without one, sim.config's defaults; the seed comes from `seed`
+    sim: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run. Every default lives here (per-model ones in ``_MODEL_DEFAULTS``)."""
 
@@ -61,8 +73,10 @@ class TrainConfig:
     early_stopping_patience: int = 10
     window: int = 10  # moving average of the last `window` validation losses
     loss_transition_epochs: int = 0  # eq. 20: epochs for a: 1 → 0; 0 means max_epochs - 1
-    seed: int = 0  # model init and (through the batch source) data order
+    seed: int = 0  # model init and (through the batch source) data order and streamed cubes
     model: dict[str, Any] = dataclasses.field(default_factory=dict)  # constructor overrides
+    data_source: str = "tfds"  # tfds: the packaged train split; stream: simulated on the fly (validation: tfds)
+    stream: StreamConfig = dataclasses.field(default_factory=StreamConfig)
 
 
 _MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"deep_gru": {"weight_decay": 1e-5}}
@@ -71,6 +85,10 @@ _MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"deep_gru": {"weight_decay": 1e-5}
 def _coerce(key: str, default: Any, value: Any) -> Any:
     if isinstance(default, bool) or isinstance(value, bool):
         raise ConfigError(f"train.{key}: booleans are not accepted here, got {value!r}")
+    if isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"train.{key}: expected a string, got {value!r}")
     if isinstance(default, int) and isinstance(value, int):
         return value
     if isinstance(default, float) and isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
@@ -101,19 +119,62 @@ def parse_config(model_name: str, data: dict[str, Any] | None = None,
     defaults = TrainConfig()
     fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)}
     values: dict[str, Any] = {**_MODEL_DEFAULTS.get(model_name, {}), "model": {}}
+    stream: dict[str, Any] = {}
     for key, value in items:
         if key == "model" or key.startswith("model."):
             update = value if key == "model" else {key[len("model."):]: value}
             if not isinstance(update, dict):
                 raise ConfigError(f"train.model: expected a mapping, got {value!r}")
             values["model"] = {**values["model"], **update}
+        elif key == "stream" or key.startswith("stream."):
+            for part in reversed(key.split(".")[1:]):  # stream.sim.cube.size=32 → nested mappings
+                value = {part: value}
+            if not isinstance(value, dict):
+                raise ConfigError(f"train.stream: expected a mapping, got {value!r}")
+            stream = merge(stream, value)
         elif key in fields:
             values[key] = _coerce(key, fields[key], value)
         else:
             raise ConfigError(f"train.{key}: unknown key (known: {', '.join(fields)})")
-    config = TrainConfig(**values)
+    config = TrainConfig(**values, stream=_stream_config(stream))
     _validate(model_name, config)
     return config
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in, nested mappings key by key (later values win)."""
+    out = dict(base)
+    for key, value in update.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge(out[key], value) if both else value
+    return out
+
+
+def _stream_config(data: dict[str, Any]) -> StreamConfig:
+    defaults = StreamConfig()
+    known = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(StreamConfig)}
+    values = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"train.stream.{key}: unknown key (known: {', '.join(known)})")
+        if key == "sim":
+            if not isinstance(value, dict):
+                raise ConfigError(f"train.stream.sim: expected a mapping, got {value!r}")
+            values[key] = value
+        else:
+            values[key] = _coerce(f"stream.{key}", known[key], value)
+    return StreamConfig(**values)
+
+
+def stream_sim_config(config: TrainConfig, base: dict[str, Any] | None = None) -> Any:
+    """The ``sim.config.SimConfig`` of the streamed cubes: ``base`` (a ``sim`` section) ← ``stream.sim``."""
+    from sim.config import ConfigError as SimConfigError
+    from sim.config import from_dict
+
+    try:
+        return from_dict(merge(base or {}, config.stream.sim))
+    except SimConfigError as exc:
+        raise ConfigError(f"train.stream.{exc}") from None
 
 
 def _validate(model_name: str, c: TrainConfig) -> None:
@@ -125,6 +186,16 @@ def _validate(model_name: str, c: TrainConfig) -> None:
             raise ConfigError(f"train.{key}: must be >= 0, got {getattr(c, key)}")
     if c.peak_lr <= 0 or c.weight_decay < 0:
         raise ConfigError("train.peak_lr must be > 0 and train.weight_decay >= 0")
+    if c.data_source not in ("tfds", "stream"):
+        raise ConfigError(f"train.data_source: {c.data_source!r} is not tfds or stream")
+    if c.stream.cubes_per_epoch < 0:
+        raise ConfigError(f"train.stream.cubes_per_epoch: must be >= 0, got {c.stream.cubes_per_epoch}")
+    for key in ("shuffle_cubes", "sim_batch"):
+        if getattr(c.stream, key) < 1:
+            raise ConfigError(f"train.stream.{key}: must be at least 1, got {getattr(c.stream, key)}")
+    if "seed" in c.stream.sim:
+        raise ConfigError("train.stream.sim.seed: the streamed cubes are seeded from train.seed")
+    stream_sim_config(c)  # unknown or invalid simulator keys
     if model_name == "blobs_finder" and c.loss_transition_epochs == 0 and c.max_epochs < 2:
         raise ConfigError("train.max_epochs: Blobs Finder's eq. 20 schedule needs at least 2")
     try:
@@ -387,22 +458,34 @@ def synthetic_batches(model_name: str, config: TrainConfig, *, num_train: int = 
     return batches
 
 
-def dataset_batches(model_name: str, config: TrainConfig, data_dir: str | os.PathLike,
-                    dataset: str = "almasim/default", upstream: dict[str, Path] | None = None,
-                    progress: bool = True) -> BatchSource:  # fmt: skip
-    """Batches of the almasim TFDS dataset through ``dfjax.input_pipeline``: from the truth
-    catalogue (phase 1), or with ``upstream`` ({model name: workdir}) from the boxes the trained
-    upstream models predict (phase 2, ``dfjax.phase2``). Training batches are shuffled and
-    augmented from (seed, epoch); validation batches come in a fixed order, unaugmented."""
+def _tfds_sources(data_dir: str | os.PathLike, dataset: str) -> dict[str, Any]:
     import tensorflow_datasets as tfds
-
-    from dfjax import input_pipeline
 
     if not (Path(data_dir) / dataset).is_dir():
         raise ConfigError(f"{Path(data_dir) / dataset}: no such dataset; build it with "
                           f"python -m dfjax.datasets.almasim --sim-dir DIR --data-dir {data_dir}")  # fmt: skip
-    sources = tfds.data_source(dataset, data_dir=str(data_dir))
+    return tfds.data_source(dataset, data_dir=str(data_dir))
+
+
+def _family_kwargs(model_name: str, config: TrainConfig, split: str) -> dict[str, Any]:
+    """Options of the model's data family that the trainer sets (Blobs Finder: crop, augmentation)."""
+    if model_name != "blobs_finder":
+        return {}
     model = checkpoint.abstract_model(model_name, config.model)
+    return {"crop_size": model.image_size, "augment": split == "train"}
+
+
+def dataset_batches(model_name: str, config: TrainConfig, data_dir: str | os.PathLike,
+                    dataset: str = "almasim/default", upstream: dict[str, Path] | None = None,
+                    progress: bool = True, *, splits: Sequence[str] = ("train", "validation")) -> BatchSource:  # fmt: skip
+    """Batches of the almasim TFDS dataset through ``dfjax.input_pipeline``: from the truth
+    catalogue (phase 1), or with ``upstream`` ({model name: workdir}) from the boxes the trained
+    upstream models predict (phase 2, ``dfjax.phase2``). Training batches are shuffled and
+    augmented from (seed, epoch); validation batches come in a fixed order, unaugmented.
+    Only ``splits`` are opened."""
+    from dfjax import input_pipeline
+
+    sources = _tfds_sources(data_dir, dataset)
     if upstream:
         from dfjax import phase2
 
@@ -410,20 +493,51 @@ def dataset_batches(model_name: str, config: TrainConfig, data_dir: str | os.Pat
         if missing:
             raise ConfigError(f"--upstream: phase 2 of {model_name} needs {', '.join(missing)}")
     families = {}
-    for split in ("train", "validation"):
-        kwargs: dict[str, Any] = {}
+    for split in splits:
+        kwargs: dict[str, Any] = _family_kwargs(model_name, config, split)
         if upstream:
             kwargs["boxes"] = phase2.predicted_boxes(
                 sources[split], blobs_finder_dir=upstream["blobs_finder"],
                 deep_gru_dir=upstream.get("deep_gru") if model_name.startswith("resnet_") else None,
                 progress=progress)  # fmt: skip
-        if model_name == "blobs_finder":
-            kwargs.update(crop_size=model.image_size, augment=split == "train")
         families[split] = input_pipeline.for_model(model_name, sources[split], **kwargs)
 
     def batches(split: str, epoch: int) -> Iterable[Batch]:
         for batch in families[split].batches(batch_size=config.batch_size, epoch=epoch, seed=config.seed,
                                              shuffle=split == "train"):  # fmt: skip
+            yield batch["inputs"], batch["targets"]
+
+    return batches
+
+
+def stream_batches(model_name: str, config: TrainConfig, data_dir: str | os.PathLike,
+                   dataset: str = "almasim/default", *, sim_base: dict[str, Any] | None = None) -> BatchSource:  # fmt: skip
+    """Training batches simulated on the fly (:mod:`dfjax.input_pipeline.stream`, ``config.stream``;
+    cubes from (seed, epoch, index)), validation batches from the TFDS dataset's fixed split.
+    ``sim_base``: the ``sim`` section the ``stream.sim`` overrides apply to. The streamed cubes
+    must have the shape of the dataset's."""
+    from dfjax.input_pipeline import stream
+
+    sim_config = stream_sim_config(config, sim_base)
+    if sim_config.backend != "fast":
+        raise ConfigError(f"train.stream.sim.backend: the stream needs the fast backend, not {sim_config.backend!r}")
+    sources = _tfds_sources(data_dir, dataset)
+    want = tuple(sources["validation"][0]["dirty_cube"].shape)
+    got = (sim_config.cube.channels, sim_config.cube.size, sim_config.cube.size)
+    if got != want:
+        raise ConfigError(f"train.stream.sim.cube: streamed cubes would be (z, y, x) = {got} but {dataset}'s are "
+                          f"{want}; set stream.sim.cube.size and .channels (or pass the set's --config)")  # fmt: skip
+    validation = dataset_batches(model_name, config, data_dir, dataset, splits=("validation",))
+    data = stream.for_model(model_name, sim_config,
+                            cubes_per_epoch=config.stream.cubes_per_epoch or len(sources["train"]),
+                            shuffle_cubes=config.stream.shuffle_cubes, sim_batch=config.stream.sim_batch,
+                            **_family_kwargs(model_name, config, "train"))  # fmt: skip
+
+    def batches(split: str, epoch: int) -> Iterable[Batch]:
+        if split != "train":
+            yield from validation(split, epoch)
+            return
+        for batch in data.batches(batch_size=config.batch_size, epoch=epoch, seed=config.seed):
             yield batch["inputs"], batch["targets"]
 
     return batches
@@ -450,12 +564,15 @@ def cli_run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "python -m dfjax.train resnet_pa --workdir runs/resnet_pa --synthetic --set max_epochs=2",
         "python -m dfjax.train blobs_finder --workdir models/blobs_finder --config params.yaml "
         "--section train.blobs_finder",
+        "python -m dfjax.train deep_gru --workdir runs/gru_stream --config params.yaml --section train.deep_gru "
+        "--set data_source=stream --set stream.cubes_per_epoch=200",
         "python -m dfjax.train deep_gru --workdir models/deep_gru --init-from runs/deep_gru "
         "--upstream blobs_finder=models/blobs_finder --config params.yaml --section train.deep_gru "
         "--section train.finetune"])  # fmt: skip
     parser.add_argument("model", choices=models.MODEL_NAMES, help="which of the six models")
     parser.add_argument("--workdir", required=True, type=Path, help="run directory: checkpoints, logs, metrics")
-    add_config(parser, "the mapping named by --section (TrainConfig keys)", example="max_epochs=2")
+    add_config(parser, "the mapping named by --section (TrainConfig keys; with data_source=stream its top-level "
+               "`sim` section is the streamed cubes' configuration)", example="max_epochs=2")
     parser.add_argument("--section", action="append", default=None,
                         help="dotted key of the mapping to read from --config (default: train; e.g. "
                              "train.blobs_finder in params.yaml); repeat to merge several, later keys "
@@ -479,14 +596,16 @@ def cli_run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def _run(args: Any) -> dict[str, Any]:
     """Read the config, train, copy the report: what :func:`main` does once the flags are parsed."""
-    data = None
+    data, sim_base = None, None
     if args.config is not None:
         content = read_yaml(args.config)
+        sim_base = content.get("sim") if isinstance(content, dict) else None
         data = {}
         for name in args.section or ["train"]:
             node = section(content, name, path=args.config, required=True)
             model = {**data.get("model", {}), **node.get("model", {})}
-            data = {**data, **node} | ({"model": model} if model else {})
+            stream = merge(data.get("stream", {}), node.get("stream", {}))
+            data = {**data, **node} | ({"model": model} if model else {}) | ({"stream": stream} if stream else {})
     config = parse_config(args.model, data, args.sets)
     upstream = {}
     for item in args.upstream:
@@ -494,9 +613,16 @@ def _run(args: Any) -> dict[str, Any]:
         if not sep or name not in models.MODEL_NAMES or not Path(path).is_dir():
             raise ConfigError(f"--upstream: expected MODEL=WORKDIR of a trained model, got {item!r}")
         upstream[name] = Path(path)
-    batches = (synthetic_batches(args.model, config) if args.synthetic
-               else dataset_batches(args.model, config, args.data_dir, args.dataset, upstream or None,
-                                    progress=not args.quiet))  # fmt: skip
+    if config.data_source == "stream" and (args.synthetic or upstream):
+        raise ConfigError("train.data_source=stream: not with --synthetic or --upstream (phase 2 trains on the records)")
+    if args.synthetic:
+        batches = synthetic_batches(args.model, config)
+    elif config.data_source == "stream":
+        batches = stream_batches(args.model, config, args.data_dir, args.dataset,
+                                 sim_base=sim_base if isinstance(sim_base, dict) else None)  # fmt: skip
+    else:
+        batches = dataset_batches(args.model, config, args.data_dir, args.dataset, upstream or None,
+                                  progress=not args.quiet)  # fmt: skip
     metrics = train(args.model, config, args.workdir, batches=batches,
                     init_from=args.init_from, progress=not args.quiet)
     if args.report_dir is not None:

@@ -77,6 +77,20 @@ def _umask() -> int:
     return mask
 
 
+def cube_header(header: fits.Header, *, bunit: str, beams: np.ndarray | None = None,
+                cards: dict | None = None) -> fits.Header:  # fmt: skip
+    """The primary header `cube_hdus` writes: `header` plus BUNIT, the centre channel's beam and `cards`."""
+    h = header.copy()
+    h["BUNIT"], h["BTYPE"] = bunit, "Intensity"
+    if beams is not None:
+        ref = beams[len(beams) // 2]
+        h["BMAJ"], h["BMIN"], h["BPA"] = ref[0] / 3600.0, ref[1] / 3600.0, float(ref[2])
+        h["CASAMBM"] = (True, "per-channel beams in the BEAMS extension")
+    for key, value in (cards or {}).items():
+        h[key] = value
+    return h
+
+
 def cube_hdus(
     data: np.ndarray,
     header: fits.Header,
@@ -87,14 +101,7 @@ def cube_hdus(
     sources: Table | None = None,
 ) -> fits.HDUList:
     """Primary HDU (1, nz, ny, nx) float32 plus optional BEAMS and SOURCES extensions."""
-    h = header.copy()
-    h["BUNIT"], h["BTYPE"] = bunit, "Intensity"
-    if beams is not None:
-        ref = beams[len(beams) // 2]
-        h["BMAJ"], h["BMIN"], h["BPA"] = ref[0] / 3600.0, ref[1] / 3600.0, float(ref[2])
-        h["CASAMBM"] = (True, "per-channel beams in the BEAMS extension")
-    for key, value in (cards or {}).items():
-        h[key] = value
+    h = cube_header(header, bunit=bunit, beams=beams, cards=cards)
     # big-endian already, so astropy writes it as it is instead of swapping in place and back
     hdus = fits.HDUList([fits.PrimaryHDU(np.asarray(data, ">f4")[None], header=h)])
     if beams is not None:

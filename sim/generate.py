@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import yaml
 from astropy.io import fits
@@ -26,7 +29,7 @@ from astropy.wcs import WCS
 from sim import fitsio, sky
 from sim.config import ConfigError, ObservationConfig, SimConfig, from_dict
 from sim.instrument import Instrument, build_instrument
-from sim.observe import channel_keys, noise_args, observe, thermal_noise, white_noise, white_rms
+from sim.observe import channel_keys, noise_args, observe, observe_batch, thermal_noise, white_noise, white_rms
 
 CUBE_PATTERN = "cube_{:05d}.fits"
 SKY_PATTERN = "sky_{:05d}.fits"
@@ -66,8 +69,20 @@ def _catalogue(index: int, model: sky.SkyModel, dirty: np.ndarray, noise_rms: fl
     return Table(rows=rows, names=sky.CATALOGUE_COLUMNS)
 
 
-def simulate_cube(index: int, config: SimConfig) -> tuple[np.ndarray, np.ndarray, fits.Header, Table, dict]:
-    """Draw, render and observe cube `index`; returns (sky, dirty, header, catalogue, cards)."""
+@dataclass
+class _Draw:
+    """Everything cube `index` needs before it is observed: its sky model and noise draws."""
+
+    index: int
+    freqs: np.ndarray
+    model: sky.SkyModel
+    target_snr: float
+    noise_seed: int
+    instrument: Instrument
+    mode: str  # the cube's noise mode (cube_noise_mode)
+
+
+def _draw(index: int, config: SimConfig) -> _Draw:
     obs, cube_cfg = config.observation, config.cube
     rng = cube_rng(config.seed, index)
     freqs = sky.channel_frequencies(obs.centre_freq_hz, obs.channel_width_hz, cube_cfg.channels)
@@ -77,27 +92,64 @@ def simulate_cube(index: int, config: SimConfig) -> tuple[np.ndarray, np.ndarray
     noise_seed = int(rng.integers(2**31 - 1))
     mode = cube_noise_mode(rng, config)  # drawn last: the draws above are those of simulator 1.0.0
     instrument = build_instrument(obs, cube_cfg.size, freqs, sky.support(config.sky, cube_cfg.size))
-    if config.backend == "fast":
-        result = observe(model.device_cube, instrument, noise=mode, seed=noise_seed, target_snr=target_snr)
-        dirty, noise_rms, white, beams = result.dirty, result.noise_rms, result.white_rms, instrument.beams
-    else:
-        dirty, noise_rms, white, beams = observe_with_casa(model.cube, freqs, obs, instrument, mode=mode,
-                                                           seed=noise_seed, target_snr=target_snr)  # fmt: skip
-    header = fitsio.celestial_header(obs, cube_cfg.size, freqs)
+    return _Draw(index, freqs, model, target_snr, noise_seed, instrument, mode)
+
+
+def _finish(d: _Draw, dirty: np.ndarray, noise_rms: float, white: float, beams: np.ndarray,
+            config: SimConfig) -> tuple[np.ndarray, np.ndarray, fits.Header, Table, dict]:  # fmt: skip
+    """Header, cards and truth catalogue of an observed cube: what `simulate_cube` returns."""
+    obs = config.observation
+    header = fitsio.celestial_header(obs, config.cube.size, d.freqs)
     cards = {
         "ORIGIN": "dfjax.sim", "SIMVERS": VERSION, "SIMBACK": config.backend, "SEED": config.seed,
-        "CUBEIDX": index, "ANTCFG": obs.antenna_config, "NOISE": mode,
+        "CUBEIDX": d.index, "ANTCFG": obs.antenna_config, "NOISE": d.mode,
         "NOISERMS": (noise_rms, "[Jy/beam] rms of the added noise"),
-        "TARGSNR": (target_snr if mode in ("snr", "paper") else 0.0, "target peak SNR, central source"),
+        "TARGSNR": (d.target_snr if d.mode in ("snr", "paper") else 0.0, "target peak SNR, central source"),
         "PWV": (obs.pwv_mm, "[mm]"), "INTTIME": (obs.integration_s, "[s]"),
-        "TOTTIME": (obs.total_time_s, "[s]"), "WEIGHT": obs.weighting, "SKYSCALE": model.scale,
+        "TOTTIME": (obs.total_time_s, "[s]"), "WEIGHT": obs.weighting, "SKYSCALE": d.model.scale,
     }  # fmt: skip
     if config.noise.mode == "paper" or config.noise.paper_fraction > 0:  # 1.0.0's cards otherwise
         cards["WHITERMS"] = (white, "[Jy/beam] rms of the image-domain white noise")
         cards["PAPERFRC"] = (1.0 if config.noise.mode == "paper" else config.noise.paper_fraction,
                              "probability of the paper noise mode")  # fmt: skip
-    table = _catalogue(index, model, dirty, noise_rms, freqs, config, WCS(header))
-    return model.cube, dirty, header, table, {"cards": cards, "beams": beams}
+    table = _catalogue(d.index, d.model, dirty, noise_rms, d.freqs, config, WCS(header))
+    return d.model.cube, dirty, header, table, {"cards": cards, "beams": beams}
+
+
+def simulate_cube(index: int, config: SimConfig) -> tuple[np.ndarray, np.ndarray, fits.Header, Table, dict]:
+    """Draw, render and observe cube `index`; returns (sky, dirty, header, catalogue, cards)."""
+    d = _draw(index, config)
+    if config.backend == "fast":
+        result = observe(d.model.device_cube, d.instrument, noise=d.mode, seed=d.noise_seed, target_snr=d.target_snr)
+        dirty, noise_rms, white, beams = result.dirty, result.noise_rms, result.white_rms, d.instrument.beams
+    else:
+        dirty, noise_rms, white, beams = observe_with_casa(d.model.cube, d.freqs, config.observation, d.instrument,
+                                                           mode=d.mode, seed=d.noise_seed,
+                                                           target_snr=d.target_snr)  # fmt: skip
+    return _finish(d, dirty, noise_rms, white, beams, config)
+
+
+def simulate_cubes(indices: Sequence[int], config: SimConfig) -> list[tuple[np.ndarray, np.ndarray, fits.Header, Table, dict]]:
+    """`simulate_cube` for several cubes observed in one vmapped call (`observe_batch`: for GPUs).
+
+    Fast backend, beam-correlated (`snr`, `thermal`, `none`) noise only. Each cube is drawn
+    exactly as by `simulate_cube`; the dirty cubes agree with it to float32 rounding (one fused
+    XLA program instead of channel chunks in threads).
+    """
+    if config.backend != "fast":
+        raise ConfigError(f"sim.backend: batched simulation needs the fast backend, not {config.backend!r}")
+    draws = [_draw(int(i), config) for i in indices]
+    if not draws:
+        return []
+    if any(d.mode == "paper" for d in draws):
+        raise ConfigError("sim.noise: batched simulation does not add the paper's white noise; use stream.sim_batch 1")
+    ins = draws[0].instrument  # one set-up for the whole set (cached)
+    skies = jnp.stack([d.model.device_cube for d in draws])
+    snrs = np.array([d.target_snr for d in draws]) if config.noise.mode == "snr" else None
+    dirty, rms = observe_batch(skies, ins, noise=config.noise.mode, seeds=np.array([d.noise_seed for d in draws]),
+                               target_snrs=snrs)  # fmt: skip
+    dirty, rms = np.asarray(dirty), np.asarray(rms, np.float64)
+    return [_finish(d, dirty[k], float(rms[k]), 0.0, ins.beams, config) for k, d in enumerate(draws)]
 
 
 def cube_noise_mode(rng: np.random.Generator, config: SimConfig) -> str:

@@ -78,7 +78,7 @@ def read_cube_record(cube_path: str | os.PathLike, sky_path: str | os.PathLike, 
         missing = [f for f in CATALOGUE_FIELDS if f not in sources.names]
         if missing:
             raise RecordError(f"{cube_path}: SOURCES lacks columns {missing}")
-        catalogue = np.stack([np.asarray(sources[f], np.float64) for f in CATALOGUE_FIELDS], axis=1)
+        catalogue = catalogue_rows(sources)
     finally:
         hdul.close()
     sky, _, sky_hdul = _read(sky_path)
@@ -88,13 +88,28 @@ def read_cube_record(cube_path: str | os.PathLike, sky_path: str | os.PathLike, 
     for key in ("BMAJ", "BMIN", "BPA", "CDELT2", "CRVAL1", "CRVAL2", "CRVAL3", "CDELT3"):
         if key not in header:
             raise RecordError(f"{cube_path}: header keyword {key} is missing")
-    dirty, sky = dirty * np.float32(FLUX_SCALE), sky * np.float32(FLUX_SCALE)
+    return cube_record(dirty, sky, header, catalogue, dtype=dtype)
+
+
+def catalogue_rows(sources) -> np.ndarray:
+    """Truth rows (S, 20) float64 in ``CATALOGUE_FIELDS`` order from a table with those columns
+    (the SOURCES extension's records, or the ``astropy.table.Table`` of ``sim.generate.simulate_cube``)."""
+    return np.stack([np.asarray(sources[f], np.float64) for f in CATALOGUE_FIELDS], axis=1)
+
+
+def cube_record(dirty_jy: np.ndarray, sky_jy: np.ndarray, header: fits.Header, catalogue: np.ndarray, *,
+                dtype=np.float16) -> dict:  # fmt: skip
+    """The record of one cube from its dirty (Jy/beam) and sky (Jy/pixel) cubes (nz, n, n), the dirty
+    cube's primary header (``sim.fitsio.cube_header``) and its truth rows (S, 20) in
+    ``CATALOGUE_FIELDS`` order: what :func:`read_cube_record` returns for the files written from them."""
+    dirty = np.asarray(dirty_jy, np.float32) * np.float32(FLUX_SCALE)
+    sky = np.asarray(sky_jy, np.float32) * np.float32(FLUX_SCALE)
     return {
         "dirty_cube": dirty.astype(dtype),
         "sky_cube": sky.astype(dtype),
         "integrated_dirty": dirty.sum(axis=0, dtype=np.float64).astype(np.float32),
         "integrated_sky": sky.sum(axis=0, dtype=np.float64).astype(np.float32),
-        "catalogue": catalogue.astype(np.float32),
+        "catalogue": np.asarray(catalogue, np.float32).reshape(-1, len(CATALOGUE_FIELDS)),
         "cube_index": np.int64(header.get("CUBEIDX", -1)),
         "seed": np.int64(header.get("SEED", -1)),
         "noise_rms": np.float32(header.get("NOISERMS", 0.0) * FLUX_SCALE),
