@@ -12,7 +12,8 @@ whole process over all cubes, start-up and model loading included, ``--repeats``
 the number of cubes) and their ratio, each pair measured back to back. SoFiA-2 2.5.1 is built
 with ``../shared/baselines/build_sofia2.sh``; the project does not depend on it, and without
 ``--sofia`` only dfjax is timed. Both see the same FITS files; SoFiA-2 runs its smooth + clip
-finder (kernels 0/3/6 px × 0/3/7/15 channels, 5σ, linker, parameters, catalogue) with
+finder with its continuum subtraction (order 1; kernels 0/3/6 px × 0/3/7/15 channels, 5σ, linker,
+parameters, catalogue) with
 ``pipeline.threads`` = the cores.
 """
 
@@ -29,6 +30,8 @@ from pathlib import Path
 
 SOFIA_PARAMETERS = """\
 input.data = {cube}
+contsub.enable = true
+contsub.order = 1
 scfind.enable = true
 scfind.kernelsXY = 0, 3, 6
 scfind.kernelsZ = 0, 3, 7, 15
@@ -43,8 +46,8 @@ reliability.enable = false
 parameter.enable = true
 output.directory = {out}
 output.filename = {name}
-output.writeCatalogASCII = true
-output.writeCatalogVOTable = false
+output.writeCatASCII = true
+output.writeCatXML = false
 output.writeMask = false
 output.writeMoments = false
 output.writeCubelets = false

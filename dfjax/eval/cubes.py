@@ -16,6 +16,7 @@ training or tuning.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,8 @@ __all__ = ["score", "sofia_sources", "truth_of"]
 BOX = ("x0", "y0", "x1", "y1", "z0", "z1")
 SOFIA_PARAMETERS = """\
 input.data = {cube}
+contsub.enable = true
+contsub.order = 1
 scfind.kernelsXY = 0, 3, 6
 scfind.kernelsZ = 0, 3, 7, 15
 scfind.threshold = {threshold}
@@ -46,11 +49,13 @@ linker.radiusXY = 2
 linker.radiusZ = 2
 linker.minSizeXY = 5
 linker.minSizeZ = 2
-reliability.enable = false
+reliability.enable = true
+reliability.threshold = 0.9
+reliability.plot = false
 output.directory = {out}
 output.filename = {name}
-output.writeCatalogASCII = true
-output.writeCatalogVOTable = false
+output.writeCatASCII = true
+output.writeCatXML = false
 output.overwrite = true
 pipeline.threads = {threads}
 """
@@ -71,7 +76,7 @@ def sofia_sources(sofia: Path, cube: Path, work: Path, *, threshold: float = 5.0
     path = work / f"{cube.stem}_cat.txt"
     lines = path.read_text().splitlines() if path.is_file() else []
     header = next((line[1:].split() for line in lines if line.startswith("#") and " x_min " in line), None)
-    rows = [line.split() for line in lines if line.strip() and not line.startswith("#")]
+    rows = [shlex.split(line) for line in lines if line.strip() and not line.startswith("#")]  # names are quoted
     if header is None or not rows:
         return {name: np.zeros(0) for name in ("x", "y", "z", *BOX)}
     col = {name: np.array([float(r[header.index(name)]) for r in rows]) for name in header if name != "name"}
