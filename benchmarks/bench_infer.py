@@ -12,15 +12,13 @@ whole process over all cubes, start-up and model loading included, ``--repeats``
 the number of cubes) and their ratio, each pair measured back to back. SoFiA-2 2.5.1 is built
 with ``../shared/baselines/build_sofia2.sh``; the project does not depend on it, and without
 ``--sofia`` only dfjax is timed. Both see the same FITS files; SoFiA-2 runs its smooth + clip
-finder with its continuum subtraction (order 1; kernels 0/3/6 px × 0/3/7/15 channels, 5σ, linker,
-parameters, catalogue) with
-``pipeline.threads`` = the cores.
+finder as :mod:`dfjax.eval.cubes` scores it (continuum subtraction, kernels 0/3/6 px ×
+0/3/7/15 channels, 5σ, linker, reliability ≥ 0.9), ``pipeline.threads`` = the cores.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -28,33 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-SOFIA_PARAMETERS = """\
-input.data = {cube}
-contsub.enable = true
-contsub.order = 1
-scfind.enable = true
-scfind.kernelsXY = 0, 3, 6
-scfind.kernelsZ = 0, 3, 7, 15
-scfind.threshold = 5.0
-scfind.replacement = 2.0
-scfind.statistic = mad
-linker.radiusXY = 1
-linker.radiusZ = 1
-linker.minSizeXY = 5
-linker.minSizeZ = 2
-reliability.enable = false
-parameter.enable = true
-output.directory = {out}
-output.filename = {name}
-output.writeCatASCII = true
-output.writeCatXML = false
-output.writeMask = false
-output.writeMoments = false
-output.writeCubelets = false
-output.overwrite = true
-pipeline.threads = {threads}
-pipeline.verbose = false
-"""
 
 
 def simulate(out: Path, n: int, size: int, seed: int) -> list[Path]:
@@ -77,16 +48,14 @@ def run_dfjax(cubes: list[Path], model_dir: Path, out: Path, sets: list[str]) ->
 
 
 def run_sofia(sofia: Path, cubes: list[Path], out: Path) -> float:
-    """Wall seconds of SoFiA-2 over all cubes, one process per cube as its CLI takes one input."""
+    """Wall seconds of SoFiA-2 over all cubes, one process per cube as its CLI takes one input, with
+    the parameters :mod:`dfjax.eval.cubes` scores it with."""
+    from dfjax.eval.cubes import sofia_sources
+
     out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for cube in cubes:
-        par = out / f"{cube.stem}.par"
-        par.write_text(SOFIA_PARAMETERS.format(cube=cube, out=out, name=cube.stem, threads=os.cpu_count() or 1))
-        files.append(par)
     t0 = time.perf_counter()
-    for par in files:
-        subprocess.run([str(sofia), str(par)], check=True, capture_output=True)
+    for cube in cubes:
+        sofia_sources(sofia, cube.resolve(), out)
     return time.perf_counter() - t0
 
 
