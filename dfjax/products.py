@@ -260,7 +260,9 @@ def write_products(cube: Cube, table: QTable, catalogue: str | Path, names: Sequ
             sub = tuple(slice(max(int(w.min()) + s.start - margin, 0), min(int(w.max()) + s.start + margin + 1, n))
                         for w, s, n in zip(where, box, cube.shape))  # fmt: skip
             own = np.zeros(tuple(s.stop - s.start for s in sub), bool)
-            own[tuple(slice(b.start - s.start, b.stop - s.start) for b, s in zip(box, sub))] = mask
+            common = [(max(b.start, s.start), min(b.stop, s.stop)) for b, s in zip(box, sub)]  # box ∩ cubelet
+            own[tuple(slice(lo - s.start, hi - s.start) for (lo, hi), s in zip(common, sub))] = \
+                mask[tuple(slice(lo - b.start, hi - b.start) for (lo, hi), b in zip(common, box))]
             start = tuple(s.start for s in sub)
             data = (cube.data[sub] * PIPELINE_UNIT).to_value(SURFACE_BRIGHTNESS)
             write(folder / f"{row['id']}.fits", _cube_bytes(cube, data, start=start, bunit="Jy/beam"))
