@@ -299,18 +299,19 @@ def test_unknown_product_exits_2_with_one_line_before_any_model_loads(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.fits"]
 
 
-def test_a_wide_source_on_the_fields_edge_gets_its_cubelet(tmp_path):
-    """A wide source whose fitted centre lies past the last row (as refinement can leave one): its
-    mask box reaches past the field (found on a 360 x 360 cube, where the cubelet crashed on the
-    mismatch); the cubelet holds the field's part."""
+def test_an_elongated_source_gets_its_cubelet(tmp_path):
+    """A source 14 px long and 3 px wide: its mask box reaches 14 px along both axes, its mask only
+    ~6 px across, so the cubelet (mask ± margin) is narrower than the box (found on a 360 x 360
+    cube, where writing the cubelet crashed on the mismatch); the cubelet holds the whole mask."""
     data = np.random.default_rng(1).normal(0.0, 1e-4, (NZ, NY, NX)).astype(np.float32)
-    edge = (20.0, NY + 14.0, 12.0, 14.0, 12.0, 0.0, 4.0, 0.02, 30.0)
-    data += edge[7] * source_model((NZ, NY, NX), x=20.0, y=NY - 1.0, z=12.0, fwhm_x=14.0, fwhm_y=12.0, pa=0.0,
-                                   fwhm_z=4.0)  # fmt: skip
-    cube = read_cube(write_cube(tmp_path / "edge.fits", data))
-    table = catalogue_io.catalogue_table(cube, [stand_in(*edge)])
-    target = tmp_path / "edge.cat.ecsv"
-    written = products.write_products(cube, table, target, ["cubelets"])
-    with fits.open(tmp_path / "edge_cubelets" / "1.fits") as hdul:
-        assert hdul[0].data.shape[2] <= NY and hdul[0].data.shape[3] <= NX
+    long = (20.0, 18.0, 12.0, 14.0, 3.0, 0.0, 4.0, 0.02, 30.0)
+    data += long[7] * source_model((NZ, NY, NX), x=20.0, y=18.0, z=12.0, fwhm_x=14.0, fwhm_y=3.0, pa=0.0, fwhm_z=4.0)
+    cube = read_cube(write_cube(tmp_path / "long.fits", data))
+    table = catalogue_io.catalogue_table(cube, [stand_in(*long)])
+    written = products.write_products(cube, table, tmp_path / "long.cat.ecsv", ["cubelets"])
+    (box, mask), = products.source_masks(cube, table)
+    with fits.open(tmp_path / "long_cubelets" / "1.fits") as hdul:
+        ny_cubelet = hdul[0].data.shape[2]
+    assert ny_cubelet < box[1].stop - box[1].start  # the case that crashed
+    assert ny_cubelet >= np.any(mask, axis=(0, 2)).sum()
     assert len(written) == 3
