@@ -106,15 +106,10 @@ class Scene:
 # ---------------------------------------------------------------- model pieces (JAX)
 
 
-def _gaussian(gx: jax.Array, gy: jax.Array, p: jax.Array) -> jax.Array:
-    """Unit-peak Gaussian on a grid; p = (x, y, u, v, w): the precision matrix is MᵀM with
-    M = [[eᵘ, w], [0, eᵛ]] (log-Cholesky: every ellipse once, a circle no special case)."""
-    dx, dy = gx - p[0], gy - p[1]
-    return jnp.exp(-0.5 * ((jnp.exp(p[2]) * dx + p[4] * dy) ** 2 + (jnp.exp(p[3]) * dy) ** 2))
-
-
 def _shape_to_cholesky(fwhm_x: float, fwhm_y: float, pa_deg: float) -> tuple[float, float, float]:
-    """sim.sky's (FWHMs along x', y'; pa) → (u, v, w) of :func:`_gaussian`."""
+    """sim.sky's (FWHMs along x', y'; pa) → (u, v, w): the unit-peak Gaussian is
+    exp(−½ |M d|²), d = (dx, dy), M = [[eᵘ, w], [0, eᵛ]] (log-Cholesky of the precision: every
+    ellipse once, a circle no special case)."""
     sx, sy = (max(f / FWHM_PER_SIGMA, MIN_SIGMA_PX) for f in (fwhm_x, fwhm_y))
     c, s = np.cos(np.deg2rad(pa_deg)), np.sin(np.deg2rad(pa_deg))
     rotation = np.array([[c, -s], [s, c]])  # (x', y') = rotation @ (dx, dy)
@@ -135,7 +130,7 @@ def _cholesky_to_sigmas(u: jax.Array, v: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def _gaussian_hat(p5: jax.Array, ky: jax.Array, kx: jax.Array, offset: float) -> jax.Array:
-    """The DFT of :func:`_gaussian` (its continuous transform, band limited) on a grid whose index is
+    """The DFT of the Gaussian of p5 = (x, y, u, v, w) (:func:`_shape_to_cholesky`; its continuous transform, band limited) on a grid whose index is
     the coordinate + ``offset``; ky (n, 1) and kx (1, n//2 + 1) in radians per pixel (rfft2 layout).
 
     With M⁻¹ = [[a, b], [0, d]] (a = e⁻ᵘ, d = e⁻ᵛ, b = −w·a·d) the covariance is M⁻¹M⁻ᵀ, so
@@ -389,7 +384,7 @@ def _bucket(n: int) -> int:
 
 
 def _parameters(guesses: Sequence[Guess], k: int) -> np.ndarray:
-    """(k, 7): x, y, u, v, w (:func:`_gaussian`), z, ln σz; rows past the guesses copy the first (dead)."""
+    """(k, 7): x, y, u, v, w (:func:`_shape_to_cholesky`), z, ln σz; rows past the guesses copy the first (dead)."""
     rows = [[g.x, g.y, *_shape_to_cholesky(g.fwhm_x, g.fwhm_y, g.pa), g.z,
              np.log(np.clip(g.fwhm_z / FWHM_PER_SIGMA, MIN_SIGMA_CHAN, MAX_SIGMA_CHAN))] for g in guesses]
     rows += [rows[0]] * (k - len(rows))
