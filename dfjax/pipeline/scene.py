@@ -130,8 +130,9 @@ def _cholesky_to_sigmas(u: jax.Array, v: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def _gaussian_hat(p5: jax.Array, ky: jax.Array, kx: jax.Array, offset: float) -> jax.Array:
-    """The DFT of the Gaussian of p5 = (x, y, u, v, w) (:func:`_shape_to_cholesky`; its continuous transform, band limited) on a grid whose index is
-    the coordinate + ``offset``; ky (n, 1) and kx (1, n//2 + 1) in radians per pixel (rfft2 layout).
+    """The DFT of the Gaussian of p5 = (x, y, u, v, w) (:func:`_shape_to_cholesky`): its continuous,
+    band-limited transform on a grid whose index is the coordinate + ``offset``; ky (n, 1) and kx
+    (1, n//2 + 1) in radians per pixel (rfft2 layout).
 
     With M⁻¹ = [[a, b], [0, d]] (a = e⁻ᵘ, d = e⁻ᵛ, b = −w·a·d) the covariance is M⁻¹M⁻ᵀ, so
     Ĝ(k) = 2π·a·d · exp(−½ |M⁻ᵀk|²) · e^(−i k·(r₀ + offset)).
