@@ -15,6 +15,7 @@ It lives in ``sim`` because ``sim`` imports nothing from ``dfjax``; ``dfjax`` im
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -80,13 +81,27 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
 
 
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that reads ``1e-9`` as a number, as YAML 1.2 does (PyYAML's 1.1 wants ``1.0e-9``)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader)
+
+
+_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
 def read_yaml(path: str | Path, *, flag: str = "--config") -> dict[str, Any]:
     """The top-level mapping of a YAML file (empty file: ``{}``); :class:`CliError` otherwise."""
     import yaml
 
     path = Path(path)
     try:
-        content = yaml.safe_load(path.read_text())
+        content = load_yaml(path.read_text())
     except FileNotFoundError:
         raise CliError(f"{flag} {path}: no such file") from None
     except IsADirectoryError:
@@ -128,7 +143,7 @@ def parse_sets(items: Iterable[str], *, prefix: str | None = None) -> list[tuple
         if not sep or not key:
             raise CliError(f"--set {item!r}: expected KEY=VALUE")
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml(text)
         except yaml.YAMLError:
             raise CliError(f"--set {item!r}: the value is not valid YAML") from None
         if prefix and key.startswith(prefix + "."):

@@ -11,6 +11,7 @@ import pytest
 from astropy.io import fits
 
 from sim.__main__ import main
+from sim.cli import parse_sets, read_yaml
 from sim.config import SimConfig
 from sim.generate import generate
 
@@ -102,3 +103,12 @@ def test_version_and_help_show_defaults():
     assert r.returncode == 0 and r.stdout.startswith("python -m sim ")
     r = _cli("generate", "--help")
     assert "(default: sim.cube.size, 360)" in r.stdout and "examples:" in r.stdout
+
+
+def test_set_reads_exponent_numbers_as_numbers(tmp_path):
+    # PyYAML (YAML 1.1) reads `1e-9` as a string; a user writing --set sky.amplitude=[1e-9,1e-9] means numbers
+    pairs = dict(parse_sets(["sky.amplitude=[1e-9, 2E+3]", "x=.5e1", "name=e5", "n=12"]))
+    assert pairs == {"sky.amplitude": [1e-9, 2000.0], "x": 5.0, "name": "e5", "n": 12}
+    path = tmp_path / "c.yaml"
+    path.write_text("sim:\n  sky:\n    amplitude: [1e-9, 1e-8]\n")
+    assert read_yaml(path)["sim"]["sky"]["amplitude"] == [1e-9, 1e-8]
