@@ -146,6 +146,26 @@ def test_report_lists_ours_and_the_baselines(tmp_path):
     assert "](../plots/recall_vs_snr.png)" in text
 
 
+def test_report_shows_a_compared_run_beside_ours(tmp_path):
+    d = {"tp": 9, "fp": 0, "fn": 1, "precision": 1.0, "recall": 0.9, "f1": 0.947, "mean_iou": 0.8, "cubes": 2,
+         "seconds_per_cube": 0.5, "split": "test", "recall_by_snr": []}  # fmt: skip
+    d["criteria_2d_only"] = dict(d)
+    c = {"sources": 9, "x": {"mean": 0.1, "std": 0.2, "mean_abs": 0.15},
+         "pa": {"mean": 1.0, "std": 20.0, "mean_abs": 9.0, "within_10pct": 0.5, "within_20pct": 0.7}}
+    paper = ({**d, "tp": 6, "fp": 3, "f1": 0.667}, {**c, "sources": 6, "pa": {**c["pa"], "within_10pct": 0.25}})
+    write_report(tmp_path / "evaluation.md", d, c, [], compared={"paper's pipeline": paper})
+    text = (tmp_path / "evaluation.md").read_text()
+    assert "| paper's pipeline | 6 | 3 | 1 |" in text
+    assert "| pa | std 20, 50% within 10% | std 20, 25% within 10% |" in text
+    assert "paper's pipeline (6 TPs)" in text
+
+
+def test_compare_needs_an_earlier_runs_metrics(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "dfjax.eval.evaluate", "--model-dir", str(tmp_path),
+                        "--compare", f"paper={tmp_path / 'none'}"], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 2 and "--compare" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 @pytest.mark.parametrize("module", ["dfjax.eval.evaluate", "dfjax.eval.tune"])
 def test_missing_dataset_is_one_line_and_exit_2(tmp_path, module):
     out = tmp_path / "metrics"

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +123,14 @@ def write_json(path: str | os.PathLike, content: Any) -> None:
 def evaluate(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: str, model_dir: str | os.PathLike, *,
              split: str = "test", metrics_dir: str | os.PathLike = "metrics", plots_dir: str | os.PathLike = "plots",
              report: str | os.PathLike | None = None, baselines: str | os.PathLike | None = None,
-             progress: bool = True, config: Any = None) -> dict:  # fmt: skip
-    """Run the pipeline with ``model_dir``'s models and ``config`` (default: its tuned one) over ``split``."""
+             progress: bool = True, config: Any = None,
+             compare: Mapping[str, str | os.PathLike] | None = None) -> dict:  # fmt: skip
+    """Run the pipeline with ``model_dir``'s models and ``config`` (default: its tuned one) over ``split``.
+
+    ``compare``: name → a metrics directory of another run of this command (e.g. the paper's
+    pipeline, ``PipelineConfig()`` defaults) whose figures the report shows beside these.
+    """
+    compared = {name: _read_metrics(Path(d)) for name, d in (compare or {}).items()}
     from dfjax.eval import plots
     from dfjax.pipeline.run import Models
 
@@ -147,8 +153,28 @@ def evaluate(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: s
         table = json.loads(Path(baselines).read_text()) if baselines and Path(baselines).is_file() else None
         from dfjax.eval.report import write_report
 
-        write_report(report, detection, characterisation, figures, baselines=table)
+        write_report(report, detection, characterisation, figures, baselines=table, compared=compared)
     return {"detection": detection, "characterisation": characterisation}
+
+
+def _read_metrics(directory: Path) -> tuple[dict, dict]:
+    """(detection, characterisation) JSON of an earlier run's ``--metrics-dir``; EvalError if missing."""
+    try:
+        detection, characterisation = (json.loads((directory / f"{name}.json").read_text())
+                                       for name in ("detection", "characterisation"))  # fmt: skip
+    except (OSError, ValueError) as exc:
+        raise EvalError(f"--compare {directory}: no readable detection/characterisation JSON ({exc})") from None
+    return detection, characterisation
+
+
+def _compare_pairs(items: Sequence[str]) -> dict[str, Path]:
+    pairs = {}
+    for item in items:
+        name, sep, directory = item.rpartition("=")
+        if not sep or not name.strip() or not directory.strip():
+            raise EvalError(f"--compare {item!r}: expected NAME=METRICS_DIR")
+        pairs[name.strip()] = Path(directory.strip())
+    return pairs
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -167,15 +193,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--plots-dir", type=Path, default=Path("plots"), help="figures and their data")
     parser.add_argument("--report", type=Path, default=None, help="also write this Markdown report")
     parser.add_argument("--baselines", type=Path, default=None, help="metrics/baselines.json, quoted in the report")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=METRICS_DIR",
+                        help="another run's --metrics-dir, shown beside this one in the report (repeatable)")
     add_config(parser, f"its `pipeline:` section replaces MODEL_DIR/{PIPELINE_CONFIG} (the tuned settings)",
                example="characterise.min_line_snr=7")
     add_quiet(parser)
     args = parser.parse_args(argv)
     try:
+        compare = _compare_pairs(args.compare)
         config = pipeline_config(args.model_dir, args.config, args.sets)
         result = evaluate(args.sim_dir, args.data_dir, args.dataset, args.model_dir, split=args.split,
                           metrics_dir=args.metrics_dir, plots_dir=args.plots_dir, report=args.report,
-                          baselines=args.baselines, progress=not args.quiet, config=config)  # fmt: skip
+                          baselines=args.baselines, progress=not args.quiet, config=config,
+                          compare=compare)  # fmt: skip
     except (InferError, EvalError, FileNotFoundError, KeyError, ValueError) as exc:
         fail(parser.prog, exc)
     d = result["detection"]

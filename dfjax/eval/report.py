@@ -18,9 +18,37 @@ def _row(name: str, d: Mapping[str, Any]) -> str:
             f"{d['f1']:.3f} | {d['mean_iou']:.3f} |")  # fmt: skip
 
 
+def _comparison(characterisation: Mapping[str, Any],
+                compared: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]]) -> list[str]:
+    """Table 5 side by side: residual std per parameter (and within 10% for pa and flux), each run on its own TPs."""
+    runs = {"dfjax pipeline": characterisation} | {name: c for name, (_, c) in compared.items()}
+    lines = ["Table 5 side by side (each on its own true positives; the paper's: FWHM std 0.46 / 0.45 px, "
+             "pa within 10% for 73%, line flux within 10% for 80%):", "",
+             "| parameter | " + " | ".join(f"{name} ({c['sources']} TPs)" for name, c in runs.items()) + " |",
+             "|---|" + "---|" * len(runs)]
+    for name, entry in characterisation.items():
+        if not isinstance(entry, Mapping):
+            continue
+        cells = []
+        for c in runs.values():
+            e = c.get(name)
+            text = "–" if not isinstance(e, Mapping) else f"std {e['std']:.3g}"
+            if isinstance(e, Mapping) and "within_10pct" in e:
+                text += f", {e['within_10pct']:.0%} within 10%"
+            cells.append(text)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def write_report(path: str | os.PathLike, detection: Mapping[str, Any], characterisation: Mapping[str, Any],
-                 figures: Sequence[Path], *, baselines: Mapping[str, Any] | None = None) -> None:  # fmt: skip
-    """Write the Markdown report atomically; figure links are relative to the report."""
+                 figures: Sequence[Path], *, baselines: Mapping[str, Any] | None = None,
+                 compared: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]] | None = None) -> None:  # fmt: skip
+    """Write the Markdown report atomically; figure links are relative to the report.
+
+    ``compared``: other configurations of the same models on the same split, name → (detection,
+    characterisation) metrics, shown as rows of Table 4 and columns of a Table-5 comparison.
+    """
+    compared = dict(compared or {})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     split = detection.get("split", "test")
@@ -38,6 +66,7 @@ def write_report(path: str | os.PathLike, detection: Mapping[str, Any], characte
         "|---|---|---|---|---|---|---|---|",
         _row("dfjax pipeline", detection),
         _row("dfjax pipeline (2-D criteria)", detection["criteria_2d_only"]),
+        *(_row(name, d) for name, (d, _) in compared.items()),
     ]
     for name, entry in (baselines or {}).items():
         if isinstance(entry, Mapping) and "detection" in entry:
@@ -57,7 +86,10 @@ def write_report(path: str | os.PathLike, detection: Mapping[str, Any], characte
                   else "– | –")  # fmt: skip
         lines.append(f"| {name} | {entry['mean']:.4g} | {entry['std']:.4g} | {entry['mean_abs']:.4g} | {within} |")
     lines += ["", "Units: pixels (x, y, FWHMs), channels (z, FWHM_z), degrees (pa, residual modulo 180°), "
-              "Jy km/s (line flux).", "", "## Figures", ""]
+              "Jy km/s (line flux).", ""]
+    if compared:
+        lines += _comparison(characterisation, compared)
+    lines += ["## Figures", ""]
     for figure in figures:
         lines.append(f"![{figure.stem}]({os.path.relpath(figure, path.parent)})")
         lines.append("")
