@@ -47,7 +47,7 @@ from dfjax.maths import MAD_TO_STD
 from dfjax.maths import FWHM_PER_SIGMA
 
 __all__ = ["RESIDUAL", "SEARCHED", "SearchPeak", "channel_noise", "line_cube", "line_search", "peak_detections",
-           "remove_continuum", "residual_search", "searched_detections", "source_line_model"]
+           "remove_continuum", "residual_search", "search_peaks", "searched_detections", "source_line_model"]
 
 _DEFAULTS = PipelineConfig()
 SEARCHED = "searched"  # the flag of a source the line search found
@@ -140,11 +140,12 @@ def line_search(cube: np.ndarray, config: PipelineConfig = _DEFAULTS, *, line: n
     """Matched-filter candidates (module docstring) in a dirty cube (nz, ny, nx) → at most
     ``search.max_candidates`` peaks, strongest first. ``line``: the cube's :func:`line_cube`, when
     already made."""
-    return _search(line_cube(cube) if line is None else line, config)
+    return search_peaks(line_cube(cube) if line is None else line, config)
 
 
-def _search(line: np.ndarray, config: PipelineConfig) -> list[SearchPeak]:
-    """Steps 2–4 of the module docstring on a continuum-free cube (nz, ny, nx)."""
+def search_peaks(line: np.ndarray, config: PipelineConfig = _DEFAULTS) -> list[SearchPeak]:
+    """Steps 2–4 of the module docstring on a continuum-free cube (nz, ny, nx), e.g. a
+    :func:`line_cube` or one with a model subtracted → as :func:`line_search`."""
     s = config.search
     ny, nx = line.shape[1:]
     kernels = [_spatial_kernel(f) for f in s.fwhm_px]
@@ -218,7 +219,7 @@ def residual_search(cube: np.ndarray, psf: np.ndarray, sources: Sequence[tuple[D
     shapes) subtracted (:func:`source_line_model`): candidates a brighter source's response hid.
     ``line``: the cube's :func:`line_cube`, when already made."""
     line = line_cube(cube) if line is None else line
-    return _search(line - source_line_model(line, psf, sources), config)
+    return search_peaks(line - source_line_model(line, psf, sources), config)
 
 
 def peak_detections(cube: np.ndarray, peaks: Sequence[SearchPeak], config: PipelineConfig = _DEFAULTS, *,
