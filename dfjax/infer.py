@@ -21,7 +21,7 @@ output ends the run with a one-line message and exit status 2, and no file is wr
 models are loaded once. A progress bar counts the cubes and, within a large cube, its windows.
 
 This module never imports training code; the models come from ``Models.load`` of
-:mod:`dfjax.pipeline.run` (the six checkpoints that ``dvc repro`` puts in ``models/``).
+:mod:`dfjax.pipeline.models` (the six checkpoints that ``dvc repro`` puts in ``models/``).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class InferError(ValueError):
 
 
 def _default_loader(model_dir: Path) -> Any:
-    from dfjax.pipeline.run import Models  # imported late: the reader and writers work without JAX
+    from dfjax.pipeline.models import Models  # imported late: the reader and writers work without JAX
 
     return Models.load(model_dir)
 

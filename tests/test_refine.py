@@ -22,7 +22,7 @@ from dfjax.pipeline.refine import (
     matched_spectrum,
     refine,
 )
-from dfjax.pipeline.run import _merged, _refined, refine_detections
+from dfjax.pipeline.deblend import _merged, _refined, refine_detections
 from dfjax.pipeline.search import (
     RESIDUAL,
     SEARCHED,

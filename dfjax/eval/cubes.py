@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.sofia is not None and not os.access(args.sofia, os.X_OK):
             raise ValueError(f"--sofia {args.sofia}: not an executable")
         config = pipeline_config(args.model_dir, args.config, args.sets)
-        from dfjax.pipeline.run import Models
+        from dfjax.pipeline.models import Models
 
         models = Models.load(args.model_dir, config=None)
         result = score(args.cubes, models, config, sofia=args.sofia, psf=not args.no_psf, progress=not args.quiet)

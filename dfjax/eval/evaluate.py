@@ -126,7 +126,7 @@ def evaluate(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: s
              progress: bool = True, config: Any = None) -> dict:  # fmt: skip
     """Run the pipeline with ``model_dir``'s models and ``config`` (default: its tuned one) over ``split``."""
     from dfjax.eval import plots
-    from dfjax.pipeline.run import Models
+    from dfjax.pipeline.models import Models
 
     from dfjax.infer import InferError, pipeline_config
 

@@ -48,7 +48,7 @@ def tune(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: str, 
          progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Search ``grid`` around the ``base`` pipeline mapping; returns the best config and every score."""
     from dfjax.pipeline import ConfigError, PipelineConfig
-    from dfjax.pipeline.run import Models
+    from dfjax.pipeline.models import Models
 
     points = grid_points(grid) or [{}]
     try:  # every setting checked before the models are loaded

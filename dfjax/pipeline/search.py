@@ -19,7 +19,7 @@ draws: a 2-D Gaussian seen through the dirty beam, times a Gaussian line.
 
 The candidates are not sources yet: each is refined (:mod:`dfjax.pipeline.refine`) and must pass
 the same line-SNR cut as every other detection, and one found twice is merged
-(:func:`dfjax.pipeline.run.refine_detections`). Sidelobes of a bright source share its spectrum
+(:func:`dfjax.pipeline.deblend.refine_detections`). Sidelobes of a bright source share its spectrum
 and so pass a line search: they are the reason for the cut and the merging, and why candidates
 come strongest first.
 
@@ -239,6 +239,6 @@ def peak_detections(cube: np.ndarray, peaks: Sequence[SearchPeak], config: Pipel
 def searched_detections(cube: np.ndarray, config: PipelineConfig = _DEFAULTS, *, line: np.ndarray | None = None
                         ) -> tuple[list[Detection], list[Morphology]]:  # fmt: skip
     """:func:`line_search`'s candidates as detections (flagged ``"searched"``) and first-guess shapes,
-    ready for :func:`dfjax.pipeline.run.refine_detections`. ``line``: the cube's :func:`line_cube`,
+    ready for :func:`dfjax.pipeline.deblend.refine_detections`. ``line``: the cube's :func:`line_cube`,
     when already made."""
     return peak_detections(cube, line_search(cube, config, line=line), config)
