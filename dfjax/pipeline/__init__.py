@@ -18,8 +18,9 @@ all six in order                    :mod:`dfjax.pipeline.run`                   
 Beside the steps: :mod:`~dfjax.pipeline.models` (the six models, loaded and checked),
 :mod:`~dfjax.pipeline.source` (the source record, catalogue rows), and the maths the added
 stages use — :mod:`~dfjax.pipeline.refine` (one source refined), :mod:`~dfjax.pipeline.gaussfit`
-(a Gaussian through the beam), :mod:`~dfjax.pipeline.scene` (the joint fit),
-:mod:`~dfjax.pipeline.psf` (the beam and the noise); shared maths in :mod:`dfjax.maths`.
+(a Gaussian through the beam), :mod:`~dfjax.pipeline.scene` (the joint fit; its model in Fourier
+space: :mod:`~dfjax.pipeline.forward`), :mod:`~dfjax.pipeline.psf` (the beam and the noise);
+shared maths in :mod:`dfjax.maths`.
 
 Settings: :class:`PipelineConfig` (one namespace per step). Models come from
 :func:`dfjax.checkpoint.load_model` (:meth:`Models.load`); this package never imports training code.
