@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dfjax.maths import FWHM_PER_SIGMA
+from dfjax.maths import FWHM_PER_SIGMA, unit_gaussian_2d
 from dfjax.pipeline.characterise import Morphology, beam_psf
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection
@@ -56,11 +56,8 @@ def refined_sources(cube: np.ndarray, detections: Sequence[Detection], shapes: S
 
 def _within(a: Morphology, x: float, y: float, level: float) -> bool:
     """Whether (x, y) lies inside ``a``'s Gaussian down to ``level`` of its peak."""
-    dx, dy = x - a.x, y - a.y
-    c, s = np.cos(np.deg2rad(a.pa)), np.sin(np.deg2rad(a.pa))
     sx, sy = (max(v, 1e-3) / FWHM_PER_SIGMA for v in (a.fwhm_x, a.fwhm_y))
-    r2 = ((dx * c - dy * s) / sx) ** 2 + ((dx * s + dy * c) / sy) ** 2
-    return bool(np.exp(-0.5 * r2) >= level)
+    return bool(unit_gaussian_2d(x - a.x, y - a.y, sx, sy, np.deg2rad(a.pa)) >= level)
 
 
 def _same_source(a: Morphology, b: Morphology, config: PipelineConfig) -> bool:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dfjax.input_pipeline.transforms import line_emission_image
+from dfjax.maths import continuum_trend
 from dfjax.pipeline._apply import Model
 from dfjax.pipeline.characterise import predict_scalar
 from dfjax.pipeline.config import PipelineConfig
@@ -71,14 +72,10 @@ def continuum_model(cube: np.ndarray, mask: np.ndarray, config: PipelineConfig =
         return np.zeros(cube.shape[1:]), f
     c_image = cube[off].mean(axis=0, dtype=np.float64)
     footprint = mask.any(axis=0)
-    z = np.arange(nz, dtype=np.float64)[off]
-    if len(z) >= 3 and footprint.any():
+    if footprint.any():
         spectrum = cube[:, footprint].sum(axis=1, dtype=np.float64)[off]
-        slope, level = np.polyfit(z - z.mean(), spectrum, 1)
-        resid = spectrum - (level + slope * (z - z.mean()))
-        stderr = resid.std(ddof=2) / np.sqrt(len(z)) if len(z) > 2 else np.inf
-        if abs(level) > config.flux.continuum_trend_sigma * stderr and level != 0:
-            f = 1.0 + slope / level * (np.arange(nz) - z.mean())
+        f = continuum_trend(np.arange(nz, dtype=np.float64)[off], spectrum, nz,
+                            min_sigma=config.flux.continuum_trend_sigma)  # fmt: skip
     return c_image, f
 
 

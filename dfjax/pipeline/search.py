@@ -39,12 +39,10 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import fft, ndimage, signal
 
+from dfjax.maths import FWHM_PER_SIGMA, gaussian_1d, gaussian_2d, robust_std
 from dfjax.pipeline.characterise import Morphology, model_box
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection, focused_detection
-from dfjax.pipeline.model3d import gaussian_1d, gaussian_2d
-from dfjax.maths import MAD_TO_STD
-from dfjax.maths import FWHM_PER_SIGMA
 
 __all__ = ["RESIDUAL", "SEARCHED", "SearchPeak", "channel_noise", "line_cube", "line_search", "peak_detections",
            "remove_continuum", "residual_search", "search_peaks", "searched_detections", "source_line_model"]
@@ -84,7 +82,7 @@ def remove_continuum(cube: np.ndarray, *, clip: float = 3.0, exclude: np.ndarray
     z_lo, z_hi = (h - 1) / 2.0, h + (nz - h - 1) / 2.0
     z = np.arange(nz, dtype=np.float32)[:, None, None]
     residual = cube - (lo + (hi - lo) * (z - z_lo) / (z_hi - z_lo))
-    spread = MAD_TO_STD * np.median(np.abs(residual - np.median(residual, axis=0)), axis=0)
+    spread = robust_std(residual, axis=0)
     w = (np.abs(residual) <= clip * spread).astype(np.float32)
     if exclude is not None:
         w[exclude] = 0.0
@@ -111,7 +109,7 @@ def _spatial_kernel(fwhm_px: float) -> np.ndarray:
 
 def _robust_sigma(values: np.ndarray) -> float:
     sample = values[:, ::NOISE_STRIDE, ::NOISE_STRIDE].ravel()
-    return float(MAD_TO_STD * np.median(np.abs(sample - np.median(sample))))
+    return float(robust_std(sample))
 
 
 def line_cube(cube: np.ndarray, *, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -132,7 +130,7 @@ def channel_noise(cube: np.ndarray, *, line: np.ndarray | None = None) -> np.nda
     cube's :func:`line_cube`, when already made."""
     line = line_cube(cube) if line is None else line
     sample = line[:, ::NOISE_STRIDE, ::NOISE_STRIDE].reshape(line.shape[0], -1).astype(np.float64)
-    return MAD_TO_STD * np.median(np.abs(sample - np.median(sample, axis=1, keepdims=True)), axis=1)
+    return robust_std(sample, axis=1)
 
 
 def line_search(cube: np.ndarray, config: PipelineConfig = _DEFAULTS, *, line: np.ndarray | None = None
