@@ -168,10 +168,10 @@ def infer_cube(cube: Cube | str | Path, models: Any, config: Any = None, *, runn
     crop_size, spectrum_length = model_sizes(models)
     _check_channels(cube, spectrum_length)
     if hasattr(config, "detect"):
-        # the crop is the trained model's input; step 1 tiles the whole field with it, and steps
-        # 2-6 then run once per box on the full field (tiling them would repeat every source)
-        config = config.replace(**{"detect.crop_size": crop_size,
-                                   "detect.tile_overlap": config.detect.tile_overlap or OVERLAP})  # fmt: skip
+        # step 1 tiles the whole field with crops of the trained model's input side, and steps 2-6
+        # then run once per box on the full field (tiling them would repeat every source)
+        if not config.detect.tile_overlap:
+            config = config.replace(**{"detect.tile_overlap": OVERLAP})
         spatial = max(cube.data.shape[1:])
     else:
         spatial = crop_size  # a stand-in configuration: tile every step

@@ -150,7 +150,7 @@ def test_the_pipeline_with_the_scene_fit_reports_the_sources_not_their_sidelobes
     cube = (cube_of([bright, faint], beam) + rng.normal(0, 0.01, (NZ, N, N))).astype(np.float32)
     models = Models(blobs_finder=_threshold_finder, deep_gru=_minmax_gru, resnet_fwhm_x=_constant(5.0),
                     resnet_fwhm_y=_constant(5.0), resnet_pa=_constant(0.0), resnet_flux=_constant(1.0))  # fmt: skip
-    config = PipelineConfig().replace(**{"detect.crop_size": N, "detect.threshold": 0.1, "scene.enabled": True,
+    config = PipelineConfig().replace(**{"detect.threshold": 0.1, "scene.enabled": True,
                                          "search.enabled": True, "scene.window_half_px": 12,
                                          "scene.core_half_px": 24})  # fmt: skip
     sources = run_pipeline(cube, models, config, psf=beam)

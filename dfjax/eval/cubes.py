@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = pipeline_config(args.model_dir, args.config, args.sets)
         from dfjax.pipeline.models import Models
 
-        models = Models.load(args.model_dir, config=None)
+        models = Models.load(args.model_dir)
         result = score(args.cubes, models, config, sofia=args.sofia, psf=not args.no_psf, progress=not args.quiet)
     except (ValueError, InferError, OSError) as exc:
         fail(parser.prog, exc)

@@ -140,8 +140,6 @@ def estimate_morphology(
     images = np.stack([minmax_normalise(d.image) for d in detections])  # = morphology_input(...)
     b = config.characterise.batch_size
     fx, fy, pa = (predict_scalar(m, images, batch_size=b) for m in (resnet_fwhm_x, resnet_fwhm_y, resnet_pa))
-    shrink, prior = config.characterise.fwhm_shrinkage, config.characterise.fwhm_prior_px
-    fx, fy = (1 - shrink) * fx + shrink * prior, (1 - shrink) * fy + shrink * prior  # noisy sizes to the prior
     out = []
     for d, a, c, angle in zip(detections, fx, fy, pa):
         w = config.characterise.centre_window_px

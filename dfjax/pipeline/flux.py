@@ -3,8 +3,8 @@
 Two estimates of each source's line flux:
 
 * the flux ResNet's, on the line emission image (eq. 19) exactly as in
-  training: ``line_emission_image(cube, box, (z0, z1)) × flux.line_image_scale``
-  (:func:`flux_input`; see ``ResNetData.example``) — in the units of the
+  training: ``line_emission_image(cube, box, (z0, z1))``, unscaled as the training
+  images are (:func:`flux_input`; see ``ResNetData.example``) — in the units of the
   training targets (Jy km/s for the almasim records);
 * a direct measurement (:func:`measure_flux`) through the dilated 3-D mask of
   step (v): the continuum image C[y, x] is the mean of the cube over the
@@ -113,6 +113,5 @@ def estimate_line_flux(resnet_flux: Model, cube: np.ndarray, detections: Sequenc
     """The flux ResNet over the detections' line emission images → (N,) float64, training-target units."""
     if not detections:
         return np.zeros(0)
-    size, scale = config.focus.size, config.flux.line_image_scale
-    images = np.stack([flux_input(cube, d.box, (d.z0, d.z1), size=size, scale=scale) for d in detections])
+    images = np.stack([flux_input(cube, d.box, (d.z0, d.z1), size=config.focus.size) for d in detections])
     return predict_scalar(resnet_flux, images, batch_size=config.characterise.batch_size)

@@ -1,8 +1,9 @@
 """The six trained models of Fig. 9, loaded and checked together.
 
 ``Models.load(model_dir)`` reads ``model_dir/<name>`` for each of :data:`MODEL_NAMES` with
-:func:`dfjax.checkpoint.load_model` and checks that they fit each other, the cube and the
-pipeline's settings (:meth:`Models.check`). Training code is never imported.
+:func:`dfjax.checkpoint.load_model` and checks that they fit each other and the cube
+(:meth:`Models.check`); Blobs Finder's ``image_size`` is the crop that step (i) uses. Training
+code is never imported.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Self
 
 from dfjax import checkpoint
 from dfjax.pipeline._apply import Model
-from dfjax.pipeline.config import PipelineConfig
 
 __all__ = ["MODEL_NAMES", "Models"]
 
@@ -34,12 +34,11 @@ class Models:
     resnet_flux: Model
 
     @classmethod
-    def load(cls, model_dir: str | Path, *, which: str = "best", config: PipelineConfig | None = None) -> Self:
+    def load(cls, model_dir: str | Path, *, which: str = "best") -> Self:
         """Load ``model_dir/<name>`` for each of ``MODEL_NAMES``; ``ValueError`` when one does not fit.
 
         Checks: each directory holds the model its name says; the ResNets take
-        one-channel images; with ``config``, Blobs Finder's input side equals
-        ``config.detect.crop_size``.
+        one-channel images.
         """
         model_dir = Path(model_dir)
         loaded = {}
@@ -56,18 +55,14 @@ class Models:
                 raise ValueError(f"{directory}: holds a {model_config.get('model')!r} model, expected {name!r}")
             loaded[name] = model
         models = cls(**loaded)
-        models.check(config=config)
+        models.check()
         return models
 
-    def check(self, *, nz: int | None = None, config: PipelineConfig | None = None) -> None:
-        """Raise ``ValueError`` if the models disagree with each other, the cube's ``nz`` or ``config``."""
+    def check(self, *, nz: int | None = None) -> None:
+        """Raise ``ValueError`` if the models disagree with each other or with the cube's ``nz``."""
         length = getattr(self.deep_gru, "spectrum_length", None)
         if nz is not None and length is not None and length != nz:
             raise ValueError(f"Deep GRU takes spectra of {length} channels, the cube has {nz}")
-        side = getattr(self.blobs_finder, "image_size", None)
-        if config is not None and side is not None and side != config.detect.crop_size:
-            raise ValueError(f"Blobs Finder takes {side}x{side} images but detect.crop_size is "
-                             f"{config.detect.crop_size}")  # fmt: skip
         for name in MODEL_NAMES[2:]:
             channels = getattr(getattr(self, name), "in_features", 1)
             if channels != 1:

@@ -46,7 +46,7 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
     cube = np.asarray(cube, np.float32)
     if cube.ndim != 3:
         raise ValueError(f"expected a cube (nz, ny, nx), got shape {cube.shape}")
-    models.check(nz=cube.shape[0], config=config)
+    models.check(nz=cube.shape[0])
     clean = np.nan_to_num(cube, nan=0.0) if not np.isfinite(cube).all() else cube
     boxes = detect(models.blobs_finder, clean, config)  # (i)
     candidates = characterise_spectra(models.deep_gru, clean, boxes, config)  # (ii)

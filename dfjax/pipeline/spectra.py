@@ -117,8 +117,7 @@ def find_lines(denoised: np.ndarray, config: PipelineConfig = _DEFAULTS) -> list
     y = np.nan_to_num(np.asarray(denoised, np.float64), nan=0.0)
     if y.ndim != 1:
         raise ValueError(f"expected one spectrum (L,), got shape {y.shape}")
-    peaks, _ = signal.find_peaks(y, height=s.peak_height, prominence=s.peak_prominence or None,
-                                 distance=s.min_peak_distance_chan)  # fmt: skip
+    peaks, _ = signal.find_peaks(y, height=s.peak_height)
     if len(peaks) == 0:
         return []
     widths = signal.peak_widths(y, peaks, rel_height=0.5)[0]
