@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["FWHM_PER_SIGMA", "MAD_TO_STD", "SIGMA_PER_FWHM", "continuum_trend", "covariance_of", "ellipse_of",
-           "gaussian", "gaussian_1d", "gaussian_2d", "gaussian_area", "gaussian_box", "line_free_continuum", "robust_std",
-           "unit_gaussian_2d"]  # fmt: skip
+           "gaussian", "gaussian_1d", "gaussian_2d", "gaussian_area", "gaussian_box", "line_free_continuum",
+           "robust_std", "unit_gaussian_2d"]  # fmt: skip
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # eq. 2's 2.35482
 SIGMA_PER_FWHM = 1.0 / FWHM_PER_SIGMA
@@ -25,7 +25,7 @@ MAD_TO_STD = 1.4826  # the standard deviation of a Gaussian over its median abso
 
 
 def unit_gaussian_2d(dx: np.ndarray, dy: np.ndarray, sigma_x: float, sigma_y: float, pa_rad: float) -> np.ndarray:
-    """exp(−½ (x'²/σx² + y'²/σy²)) at offsets (dx, dy) from the centre (any broadcastable shapes); pa in radians."""
+    """exp(−½ (x'²/σx² + y'²/σy²)) at offsets (dx, dy) from the centre (broadcastable shapes); pa in radians."""
     c, s = np.cos(pa_rad), np.sin(pa_rad)
     return np.exp(-0.5 * (((dx * c - dy * s) / sigma_x) ** 2 + ((dx * s + dy * c) / sigma_y) ** 2))
 
@@ -48,12 +48,12 @@ def gaussian_1d(nz: int, z: float, fwhm_z: float) -> np.ndarray:
 
 
 def gaussian_area(fwhm_a: float, fwhm_b: float) -> float:
-    """∫ of a unit-peak 2-D Gaussian of FWHMs ``fwhm_a``, ``fwhm_b``: π·a·b / (4 ln 2) (a beam's area; Quantities too)."""
+    """∫ of a unit-peak 2-D Gaussian of FWHMs ``fwhm_a``, ``fwhm_b``: π·a·b / (4 ln 2), Quantities too."""
     return np.pi * fwhm_a * fwhm_b / (4.0 * np.log(2.0))
 
 
 def covariance_of(fwhm_x: float, fwhm_y: float, pa_deg: float) -> np.ndarray:
-    """The (2, 2) covariance in (x, y) pixels of a Gaussian: Qᵀ diag(σx², σy²) Q, Q = [[cos, −sin], [sin, cos]]."""
+    """The (2, 2) covariance in (x, y) pixels: Qᵀ diag(σx², σy²) Q, Q = [[cos pa, −sin pa], [sin pa, cos pa]]."""
     c, s = np.cos(np.deg2rad(pa_deg)), np.sin(np.deg2rad(pa_deg))
     q = np.array([[c, -s], [s, c]])
     return q.T @ np.diag([(fwhm_x / FWHM_PER_SIGMA) ** 2, (fwhm_y / FWHM_PER_SIGMA) ** 2]) @ q

@@ -252,7 +252,8 @@ def _drop_removed(data: Any) -> Any:
                               f"{value!r}")  # fmt: skip
         dropped.append(dotted)
     if dropped:
-        what = f"{dropped[0]} is no longer a setting" if len(dropped) == 1 else f"{', '.join(dropped)} are no longer settings"
+        what = (f"{dropped[0]} is no longer a setting" if len(dropped) == 1
+                else f"{', '.join(dropped)} are no longer settings")  # fmt: skip
         _log.warning("pipeline: %s; ignored (delete from the file, or re-tune with python -m dfjax.eval.tune)", what)
     return out
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dfjax.maths import SIGMA_PER_FWHM, gaussian_1d, gaussian_2d
+from dfjax.maths import gaussian_1d, gaussian_2d
 from dfjax.pipeline.config import PipelineConfig
 
 __all__ = ["gaussian_1d", "gaussian_2d", "segmentation_mask", "source_model"]
