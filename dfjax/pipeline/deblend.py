@@ -115,13 +115,19 @@ def _item(order: int, d: Detection, r: Refined, config: PipelineConfig) -> _Item
     return order, r.line_snr, d, Morphology(x=r.x, y=r.y, fwhm_x=r.fwhm_x, fwhm_y=r.fwhm_y, pa=r.pa)
 
 
+def _refine(cube: np.ndarray, psf: np.ndarray, d: Detection, m: Morphology, config: PipelineConfig,
+            noise: np.ndarray | None, *, neighbours: Sequence[Neighbour] = ()) -> Refined:  # fmt: skip
+    """:func:`~dfjax.pipeline.refine.refine` of detection ``d`` from shape ``m``, ``neighbours`` fitted alongside."""
+    return refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
+                  config=config, neighbours=neighbours, channel_noise=noise)  # fmt: skip
+
+
 def _refined(cube: np.ndarray, psf: np.ndarray, detections: Sequence[Detection], shapes: Sequence[Morphology],
              config: PipelineConfig, noise: np.ndarray | None = None) -> list[_Item]:  # fmt: skip
     """Each detection refined (:func:`~dfjax.pipeline.refine.refine`); those under the line-SNR cut dropped."""
     kept = []
     for i, (d, m) in enumerate(zip(detections, shapes)):
-        r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
-                   config=config, channel_noise=noise)  # fmt: skip
+        r = _refine(cube, psf, d, m, config, noise)
         if r.line_snr >= config.characterise.min_line_snr:
             kept.append(_item(i, d, r, config))
     return kept
@@ -138,8 +144,7 @@ def _refit_with_neighbours(cube: np.ndarray, psf: np.ndarray, items: list[_Item]
         neighbours = _neighbours(d, items[:i] + items[i + 1 :])
         if not neighbours:
             continue
-        r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
-                   config=config, neighbours=neighbours, channel_noise=noise)  # fmt: skip
+        r = _refine(cube, psf, d, m, config, noise, neighbours=neighbours)
         items[i] = _item(order, d, r, config)
     return [item for item in items if item[1] >= config.characterise.min_line_snr]
 
@@ -173,8 +178,7 @@ def _retried(cube: np.ndarray, psf: np.ndarray, detections: Sequence[Detection],
         neighbours = _neighbours(d, kept)
         if not neighbours:
             continue
-        r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
-                   config=config, neighbours=neighbours, channel_noise=noise)  # fmt: skip
+        r = _refine(cube, psf, d, m, config, noise, neighbours=neighbours)
         if r.line_snr >= config.characterise.min_line_snr:
             out.append(_item(i, d, r, config))
     return out
@@ -192,8 +196,7 @@ def _residual_found(cube: np.ndarray, psf: np.ndarray, line: np.ndarray, kept: l
     for i, (d, m) in enumerate(zip(detections, shapes)):
         if _accounted(d, m, kept):
             continue
-        r = refine(cube, psf, x=m.x, y=m.y, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, z=d.z, fwhm_z=d.fwhm_z,
-                   config=config, neighbours=_neighbours(d, kept), channel_noise=noise)  # fmt: skip
+        r = _refine(cube, psf, d, m, config, noise, neighbours=_neighbours(d, kept))
         if r.line_snr >= config.characterise.min_line_snr:
             out.append(_item(first + i, d, r, config))
     return out
