@@ -66,6 +66,7 @@ from astropy.table import QTable, Table
 from astropy.wcs import WCS
 
 from dfjax.cube_io import PIPELINE_UNIT, Cube
+from dfjax.maths import gaussian_1d
 
 __all__ = ["COLUMNS", "FORMATS", "catalogue_table", "column_docs", "km_s_per_channel", "plot_catalogue",
            "read_catalogue", "sky_ellipse", "write_atomic", "write_catalogue"]
@@ -387,8 +388,7 @@ def plot_catalogue(cube: Cube, table: QTable, *, max_spectra: int = 12) -> bytes
 def _fitted_line(spectrum: np.ndarray, row: Any) -> np.ndarray:
     """The pipeline's Gaussian (centre z, FWHM fwhm_z) on a continuum level, amplitude by least squares."""
     z = np.arange(len(spectrum), dtype=float)
-    sigma = max(float(row["fwhm_z"].value), 1e-3) / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-    shape = np.exp(-0.5 * ((z - float(row["z"].value)) / sigma) ** 2)
+    shape = gaussian_1d(len(spectrum), float(row["z"].value), max(float(row["fwhm_z"].value), 1e-3))
     outside = (z < row["z0"].value) | (z >= row["z1"].value)
     level = float(np.median(spectrum[outside])) if outside.sum() >= 3 else 0.0
     amplitude = float(np.dot(shape, spectrum - level) / max(np.dot(shape, shape), 1e-12))

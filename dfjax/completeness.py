@@ -47,13 +47,13 @@ from scipy import ndimage
 from dfjax.catalogue_io import catalogue_bytes, write_atomic
 from dfjax.cube_io import Cube
 from dfjax.eval.matching import CENTRE_RADIUS_PX, MIN_CHANNELS, match_centres
+from dfjax.maths import FWHM_PER_SIGMA, covariance_of, ellipse_of
 from sim import sky
 from sim.config import SkyConfig
 
 __all__ = ["CompletenessError", "Gaussian", "Injection", "beam_in_pixels", "completeness_table", "draw_injections",
            "inject", "measure_completeness", "plot_completeness", "recovered", "robust_noise", "write_completeness"]
 
-FWHM_PER_SIGMA = 1.0 / sky.FWHM_TO_SIGMA
 MAX_TRIES = 500  # positions tried per injected source before it is left out of its cube
 
 
@@ -71,17 +71,12 @@ class Gaussian:
 
     def covariance(self) -> np.ndarray:
         """(2, 2) covariance in (x, y) pixels: Qᵀ diag(s_x², s_y²) Q, Q = [[cos, −sin], [sin, cos]]."""
-        c, s = math.cos(math.radians(self.pa)), math.sin(math.radians(self.pa))
-        q = np.array([[c, -s], [s, c]])
-        return q.T @ np.diag([(self.fwhm_x / FWHM_PER_SIGMA) ** 2, (self.fwhm_y / FWHM_PER_SIGMA) ** 2]) @ q
+        return covariance_of(self.fwhm_x, self.fwhm_y, self.pa)
 
     @classmethod
     def from_covariance(cls, cov: np.ndarray) -> Gaussian:
         """The Gaussian of covariance ``cov`` (2, 2), its major axis as x'."""
-        values, vectors = np.linalg.eigh(np.asarray(cov, float))
-        major, minor = np.sqrt(np.clip(values[::-1], 0.0, None)) * FWHM_PER_SIGMA
-        vx, vy = vectors[:, 1]  # the x' axis points along (cos pa, −sin pa)
-        return cls(float(major), float(minor), float(math.degrees(math.atan2(-vy, vx)) % 180.0))
+        return cls(*ellipse_of(cov))
 
     @property
     def major(self) -> float:

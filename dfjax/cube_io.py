@@ -31,6 +31,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
 from dfjax.datasets.almasim.records import FLUX_SCALE
+from dfjax.maths import gaussian_area
 
 __all__ = ["Beam", "Cube", "CubeError", "PIPELINE_UNIT", "file_wcs", "fits_axes", "read_cube", "to_file_layout"]
 
@@ -78,7 +79,7 @@ class Cube:
         """Pixels per beam, π·bmaj·bmin / (4 ln 2) over the pixel area; None without a beam."""
         if self.beam is None:
             return None
-        area = np.pi * self.beam.major * self.beam.minor / (4.0 * np.log(2.0))
+        area = gaussian_area(self.beam.major, self.beam.minor)
         return float((area / (self.pixel_scale[0] * self.pixel_scale[1])).to_value(u.dimensionless_unscaled))
 
     def channel_width(self, z: float | np.ndarray) -> u.Quantity:

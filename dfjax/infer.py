@@ -21,7 +21,7 @@ output ends the run with a one-line message and exit status 2, and no file is wr
 models are loaded once. A progress bar counts the cubes and, within a large cube, its windows.
 
 This module never imports training code; the models come from ``Models.load`` of
-:mod:`dfjax.pipeline.run` (the six checkpoints that ``dvc repro`` puts in ``models/``).
+:mod:`dfjax.pipeline.models` (the six checkpoints that ``dvc repro`` puts in ``models/``).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class InferError(ValueError):
 
 
 def _default_loader(model_dir: Path) -> Any:
-    from dfjax.pipeline.run import Models  # imported late: the reader and writers work without JAX
+    from dfjax.pipeline.models import Models  # imported late: the reader and writers work without JAX
 
     return Models.load(model_dir)
 
@@ -168,10 +168,10 @@ def infer_cube(cube: Cube | str | Path, models: Any, config: Any = None, *, runn
     crop_size, spectrum_length = model_sizes(models)
     _check_channels(cube, spectrum_length)
     if hasattr(config, "detect"):
-        # the crop is the trained model's input; step 1 tiles the whole field with it, and steps
-        # 2-6 then run once per box on the full field (tiling them would repeat every source)
-        config = config.replace(**{"detect.crop_size": crop_size,
-                                   "detect.tile_overlap": config.detect.tile_overlap or OVERLAP})  # fmt: skip
+        # step 1 tiles the whole field with crops of the trained model's input side, and steps 2-6
+        # then run once per box on the full field (tiling them would repeat every source)
+        if not config.detect.tile_overlap:
+            config = config.replace(**{"detect.tile_overlap": OVERLAP})
         spatial = max(cube.data.shape[1:])
     else:
         spatial = crop_size  # a stand-in configuration: tile every step

@@ -42,11 +42,8 @@ def predicted_boxes(
     Returns (K, 4) boxes (x0, y0, x1, y1) from Blobs Finder alone, or with `deep_gru_dir`
     (K, 6) rows (x0, y0, x1, y1, z0, z1), one per line the Deep GRU finds in a box.
     """
-    blobs_finder, bf_config = checkpoint.load_model(blobs_finder_dir)
+    blobs_finder, _ = checkpoint.load_model(blobs_finder_dir)
     config = config or PipelineConfig()
-    size = bf_config["overrides"].get("image_size", getattr(blobs_finder, "image_size", None))
-    if size is not None:
-        config = config.replace(**{"detect.crop_size": int(size)})
     deep_gru = checkpoint.load_model(deep_gru_dir)[0] if deep_gru_dir is not None else None
     boxes = {}
     for i in tqdm(range(len(source)), desc="upstream predictions", unit="cube", disable=not progress):

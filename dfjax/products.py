@@ -77,7 +77,8 @@ def source_masks(cube: Cube, table: QTable, config: Any = None) -> list[tuple[Sl
     The box holds every voxel where the dilated model can reach ``model3d.mask_fraction``, so the
     mask equals the full-cube :func:`~dfjax.pipeline.model3d.segmentation_mask` restricted to it.
     """
-    from dfjax.pipeline.model3d import SIGMA_PER_FWHM, segmentation_mask
+    from dfjax.maths import SIGMA_PER_FWHM
+    from dfjax.pipeline.model3d import segmentation_mask
 
     config = _pipeline_config(config)
     m = config.model3d
@@ -86,7 +87,7 @@ def source_masks(cube: Cube, table: QTable, config: Any = None) -> list[tuple[Sl
     for row in table:
         x, y, z, fx, fy, pa, fz = (float(row[k].value) for k in ("x", "y", "z", "fwhm_x", "fwhm_y", "pa", "fwhm_z"))
         r_xy = max(fx, fy, m.min_fwhm_px) * m.dilation * reach + 1.0
-        r_z = max(fz, m.min_fwhm_px) * m.spectral_dilation * reach + 1.0
+        r_z = max(fz, m.min_fwhm_px) * reach + 1.0
         box = tuple(slice(int(np.clip(np.floor(c - r), 0, n)), int(np.clip(np.ceil(c + r) + 1, 0, n)))
                     for c, r, n in zip((z, y, x), (r_z, r_xy, r_xy), cube.shape))  # fmt: skip
         shape = tuple(s.stop - s.start for s in box)

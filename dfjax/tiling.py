@@ -63,7 +63,7 @@ def run_tiled(
 ) -> list[Any]:
     """Sources of ``cube`` (nz, ny, nx) in cube coordinates; ``runner(window) -> sources`` in window coordinates.
 
-    Sources are dataclasses with the fields of :class:`dfjax.pipeline.run.Source`. With ``progress``,
+    Sources are dataclasses with the fields of :class:`dfjax.pipeline.source.Source`. With ``progress``,
     a progress bar on stderr counts the windows of a cube that has more than one.
     """
     from tqdm import tqdm

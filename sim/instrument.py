@@ -28,6 +28,7 @@ from scipy import optimize, special
 from sim.array import SPEED_OF_LIGHT_M_S, elevation_deg, hour_angles_rad, load_configuration, uvw_tracks_m
 from sim.config import ObservationConfig
 from sim.noise import visibility_sigma_jy
+from sim.sky import FWHM_PER_SIGMA
 
 ARCSEC = np.pi / 180.0 / 3600.0
 PB_DISH_M = 10.7  # CASA's 12 m primary beam is close to an Airy disk of 10.7 m ...
@@ -141,7 +142,7 @@ def fit_beam(psf: np.ndarray, cell_arcsec: float, threshold: float = 0.35) -> tu
     bpa = (bpa + 90.0) % 180.0 - 90.0
     if bpa == -90.0:
         bpa = 90.0
-    fwhm = 2.35482 * cell_arcsec
+    fwhm = FWHM_PER_SIGMA * cell_arcsec
     return float(sig_maj * fwhm), float(sig_min * fwhm), float(bpa)
 
 

@@ -28,7 +28,8 @@ import numpy as np
 
 from sim.config import SkyConfig
 
-FWHM_TO_SIGMA = 1.0 / 2.35482
+FWHM_PER_SIGMA = 2.35482  # the simulator's 2√(2 ln 2), to 6 figures (as in the paper's generator)
+FWHM_TO_SIGMA = 1.0 / FWHM_PER_SIGMA
 SPEED_OF_LIGHT_KM_S = 299_792.458
 BOX_THRESHOLD = 0.15  # 2-D box: extent of the integrated emission above 15% of its own peak
 TRUNCATION = 1e-9  # profiles are zero below this fraction of their peak (6.4 sigma)

@@ -350,7 +350,7 @@ def test_real_pipeline_runs_tiled_on_a_cube_larger_than_the_crop(tmp_path):
     data = noise_cube(20, 40, 48)
     data[8:12, 18:22, 20:24] += 0.05  # random Blobs Finder + threshold 0: every window is one blob
     cube = read_cube(write_cube(tmp_path / "c.fits", data))
-    config = PipelineConfig().replace(**{"detect.crop_size": 32, "detect.threshold": 0.0})
+    config = PipelineConfig().replace(**{"detect.threshold": 0.0})
     table = infer.infer_cube(cube, six, config)  # the default runner: dfjax.pipeline.run.run_pipeline
     assert infer.model_sizes(six) == (32, 16)  # (random Blobs Finder: sources may or may not survive focusing)
     assert {"ra", "freq", "line_flux", "line_flux_measured", "flags"} <= set(table.colnames)

@@ -113,7 +113,7 @@ def test_run_pipeline_finds_the_source_at_its_position_and_channel():
             + rng.normal(0, 0.01, (nz, ny, nx))).astype(np.float32)  # fmt: skip
     models = Models(blobs_finder=_threshold_finder, deep_gru=_minmax_gru, resnet_fwhm_x=_constant(4.0),
                     resnet_fwhm_y=_constant(4.0), resnet_pa=_constant(0.0), resnet_flux=_constant(7.0))  # fmt: skip
-    config = PipelineConfig().replace(**{"detect.crop_size": 64, "detect.threshold": 0.3})
+    config = PipelineConfig().replace(**{"detect.threshold": 0.3})
     (src,) = run_pipeline(cube, models, config)
     assert src.x == pytest.approx(x, abs=1) and src.y == pytest.approx(y, abs=1)
     assert src.z == pytest.approx(z, abs=1) and src.z0 < z < src.z1
@@ -144,9 +144,6 @@ def test_models_load_and_check_name_incompatible_models(tmp_path):
     stand_in = Models(_threshold_finder, gru, *[_constant(1.0)] * 4)
     with pytest.raises(ValueError, match="16 channels, the cube has 32"):
         stand_in.check(nz=32)
-    finder = model_defs.BlobsFinderTiny(rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="detect.crop_size"):
-        Models(finder, gru, *[_constant(1.0)] * 4).check(config=PipelineConfig())
 
 
 def test_peak_centre_ignores_how_far_the_box_is_off():
@@ -163,19 +160,12 @@ def test_peak_centre_ignores_how_far_the_box_is_off():
     assert bx - 130.3 > 0.5  # the whole-box barycentre is pulled towards the faint blob
 
 
-def test_fwhm_shrinkage_pulls_the_resnet_sizes_to_the_prior_mean():
+def test_the_resnet_sizes_and_angle_are_taken_as_they_are():
     from dfjax.pipeline import estimate_morphology
-    from dfjax.pipeline.config import ConfigError
     from dfjax.pipeline.focus import Detection
 
     image = np.zeros((64, 64), np.float32)
     image[30:33, 30:33] = 1.0
     d = Detection(box=(30, 30, 33, 33), z0=0, z1=4, z=2, fwhm_z=2, image=image, offset=np.zeros(2, np.int64), snr=9)
-    for w, expected in ((0.0, (8.0, 2.0)), (0.5, (6.5, 3.5)), (1.0, (5.0, 5.0))):
-        config = PipelineConfig().replace(**{"characterise.fwhm_shrinkage": w, "characterise.fwhm_prior_px": 5.0})
-        (m,) = estimate_morphology(_constant(8.0), _constant(2.0), _constant(30.0), [d], config)
-        assert (m.fwhm_x, m.fwhm_y, m.pa) == pytest.approx((*expected, 30.0))
-    with pytest.raises(ConfigError, match="fwhm_shrinkage"):
-        PipelineConfig().replace(**{"characterise.fwhm_shrinkage": 1.5})
-    with pytest.raises(ConfigError, match="fwhm_prior_px"):
-        PipelineConfig().replace(**{"characterise.fwhm_prior_px": 0.0})
+    (m,) = estimate_morphology(_constant(8.0), _constant(2.0), _constant(30.0), [d], PipelineConfig())
+    assert (m.fwhm_x, m.fwhm_y, m.pa) == pytest.approx((8.0, 2.0, 30.0))

@@ -38,6 +38,16 @@ def identity(x):
     return x
 
 
+class Sized:
+    """A stand-in Blobs Finder that states its input side, as the trained module does (``image_size``)."""
+
+    def __init__(self, f, image_size: int):
+        self.f, self.image_size = f, image_size
+
+    def __call__(self, x):
+        return self.f(x)
+
+
 def rowwise_minmax(x):
     """Stand-in Deep GRU: (B, L) → (B, L) rescaled to [0, 1] per row (flat rows → 0)."""
     lo, hi = x.min(axis=-1, keepdims=True), x.max(axis=-1, keepdims=True)
@@ -74,15 +84,15 @@ def test_boxes_from_map_exact_half_open_boxes_in_field_pixels():
 
 
 def crop_index_ramp(size: int):
-    """Stand-in model whose output at crop pixel (i, j) is i * size + j, whatever the input."""
+    """Stand-in model of input side ``size`` whose output at crop pixel (i, j) is i * size + j, whatever the input."""
     ramp = jnp.arange(size * size, dtype=jnp.float32).reshape(1, size, size, 1)
-    return lambda x: x * 0.0 + ramp
+    return Sized(lambda x: x * 0.0 + ramp, size)
 
 
 @pytest.mark.parametrize("shape", [(13, 16), (5, 6)])  # field larger / smaller than the crop
 def test_detection_map_puts_the_crop_back_at_its_field_offset(shape):
     size = 8
-    config = PipelineConfig().replace(**{"detect.crop_size": size, "detect.batch_size": 2})
+    config = PipelineConfig().replace(**{"detect.batch_size": 2})
     ny, nx = shape
     oy, ox = (ny - size) // 2, (nx - size) // 2  # centre_crop's convention; negative → padding
     images = np.random.default_rng(1).normal(size=(3, ny, nx)).astype(np.float32)
@@ -95,7 +105,7 @@ def test_detection_map_puts_the_crop_back_at_its_field_offset(shape):
     for m in maps:
         np.testing.assert_array_equal(m, expected)
     # identity model: each field pixel inside the crop gets its own min-max normalised value
-    out = detection_map(identity, images, config)
+    out = detection_map(Sized(identity, size), images, config)
     for image, m in zip(images, out):
         window = image[max(oy, 0) : oy + size, max(ox, 0) : ox + size]
         norm = (window - window.min()) / (window.max() - window.min())
@@ -105,24 +115,23 @@ def test_detection_map_puts_the_crop_back_at_its_field_offset(shape):
 
 def test_detect_returns_field_boxes_through_the_crop():
     nz, ny, nx, size = 4, 30, 40, 16
-    config = PipelineConfig().replace(**{"detect.crop_size": size})
+    config = PipelineConfig()
     cube = np.zeros((nz, ny, nx), np.float32)
     cube[:, 12:15, 20:26] = 1.0  # inside the crop (rows 7-22, columns 12-27)
     cube[:, 0:3, 0:3] = 1.0  # outside the crop: Blobs Finder never sees it
-    np.testing.assert_array_equal(detect(identity, cube, config), [[20, 12, 26, 15]])
+    np.testing.assert_array_equal(detect(Sized(identity, size), cube, config), [[20, 12, 26, 15]])
+    assert len(detect(identity, cube, config)) == 2  # a stand-in that states no input side sees the whole field
 
 
 def test_detection_map_runs_blobs_finder_tiny():
     model = models.BlobsFinderTiny(rngs=nnx.Rngs(0))
-    config = PipelineConfig().replace(**{"detect.crop_size": 32, "detect.batch_size": 2})
+    config = PipelineConfig().replace(**{"detect.batch_size": 2})
     images = np.random.default_rng(2).normal(size=(3, 40, 36)).astype(np.float32)
     maps = detection_map(model, images, config)
     assert maps.shape == (3, 40, 36) and maps.dtype == np.float32
     assert np.all((maps >= 0) & (maps <= 1))
     assert np.all(maps[:, 4:36, 2:34] > 0) and np.count_nonzero(maps) == 3 * 32 * 32
     assert detection_map(model, images[0], config).shape == (40, 36)
-    with pytest.raises(ValueError, match="crop_size"):
-        detection_map(model, images, PipelineConfig())  # 256 ≠ the model's 32
 
 
 def test_integrated_image_handles_nan_blanked_pixels():
@@ -209,7 +218,7 @@ def test_denoise_spectra_batches_deep_gru_tiny_in_order():
 def test_config_is_pedantic():
     config = PipelineConfig.from_dict({"detect": {"threshold": 0.2}, "spectra": {"peak_height": 0.05}})
     assert config.detect.threshold == 0.2 and config.spectra.peak_height == 0.05
-    assert config.detect.crop_size == PipelineConfig().detect.crop_size
+    assert config.detect.min_area_px == PipelineConfig().detect.min_area_px
     assert PipelineConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="pipeline.detect.treshold"):
         PipelineConfig.from_dict({"detect": {"treshold": 0.2}})
@@ -219,12 +228,35 @@ def test_config_is_pedantic():
         PipelineConfig().replace(**{"spectra.fitter": "simplex"})
     with pytest.raises(ConfigError, match="pipeline.detect.threshold"):
         PipelineConfig().replace(**{"detect.threshold": 1.5})
-    with pytest.raises(ConfigError, match="pipeline.detect.crop_size"):
-        PipelineConfig().replace(**{"detect.crop_size": "256"})
+    with pytest.raises(ConfigError, match="pipeline.detect.min_area_px"):
+        PipelineConfig().replace(**{"detect.min_area_px": "3"})
 
 
-def test_pipeline_never_imports_training_code_or_tensorflow():
-    code = "import sys, dfjax.pipeline; print(sorted(m for m in ('dfjax.train', 'tensorflow') if m in sys.modules))"
+def test_settings_that_are_gone_still_load_from_an_older_file(caplog):
+    """A tuned pipeline.yaml lists every setting, the removed ones too: they load with one warning
+    line while they hold the value the pipeline now always uses, and fail by name otherwise."""
+    old = PipelineConfig().to_dict()
+    old["detect"].update(crop_size=128, scan_box_px=0, scan_step_px=6)
+    old["spectra"].update(peak_prominence=0.0, min_peak_distance_chan=1)
+    old["characterise"].update(fwhm_shrinkage=0.0, fwhm_prior_px=11.8)
+    old["model3d"]["spectral_dilation"] = 1.0
+    old["flux"]["line_image_scale"] = 1.0
+    with caplog.at_level("WARNING", logger="dfjax.pipeline.config"):
+        assert PipelineConfig.from_dict(old) == PipelineConfig()
+    (record,) = caplog.records
+    assert "detect.crop_size" in record.message and "flux.line_image_scale" in record.message
+    assert "\n" not in record.message
+    assert old["detect"]["crop_size"] == 128  # the caller's mapping is left as it was
+    assert PipelineConfig().replace(**{"detect.crop_size": 64, "detect.threshold": 0.2}).detect.threshold == 0.2
+    with pytest.raises(ConfigError, match="pipeline.detect.scan_box_px: no longer a setting"):
+        PipelineConfig.from_dict({"detect": {"scan_box_px": 12}})
+    with pytest.raises(ConfigError, match="pipeline.characterise.fwhm_shrinkage"):
+        PipelineConfig().replace(**{"characterise.fwhm_shrinkage": 0.5})
+
+
+def test_inference_never_imports_training_code_grain_or_tensorflow():
+    code = ("import sys, dfjax.infer, dfjax.pipeline; "
+            "print(sorted(m for m in ('dfjax.train', 'grain', 'tensorflow') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -239,7 +271,7 @@ def test_tiled_detection_covers_the_whole_field_and_sees_each_blob_once():
     field = np.zeros((80, 72), np.float32)
     field[4:7, 3:6] = 1.0  # a corner blob, outside the centre crop
     field[40:43, 36:39] = 1.0  # a central blob, in several tiles
-    centre_only = PipelineConfig().replace(**{"detect.crop_size": 32})
+    centre_only = PipelineConfig()
     tiled = centre_only.replace(**{"detect.tile_overlap": 0.25})
     assert detection_map(Identity(), field, centre_only)[5, 4] == 0.0
     boxes = boxes_from_map(detection_map(Identity(), field, tiled), threshold=0.5)

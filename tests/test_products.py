@@ -27,7 +27,8 @@ from test_infer import CELL_DEG, DF_HZ, F0_HZ, FakeModels, brightest_pixel, cube
 import dfjax
 from dfjax import catalogue_io, infer, products
 from dfjax.cube_io import read_cube
-from dfjax.pipeline.model3d import SIGMA_PER_FWHM, segmentation_mask, source_model
+from dfjax.maths import SIGMA_PER_FWHM
+from dfjax.pipeline.model3d import segmentation_mask, source_model
 from dfjax.pipeline.run import Source
 
 NZ, NY, NX = 24, 36, 40

@@ -1,6 +1,6 @@
 """Refinement (characterise.refine_iterations): the line on the matched spectrum, the shape on the new
 line image, the line-SNR cut and the merging of one source's pieces; the matched-filter line search
-(pipeline/search.py); and detect.scan_boxes."""
+(pipeline/search.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from scipy.signal import fftconvolve
 from dfjax.pipeline import PipelineConfig
 from dfjax.pipeline.characterise import Morphology, beam_psf
 from dfjax.pipeline.config import ConfigError
-from dfjax.pipeline.detect import scan_boxes
 from dfjax.pipeline.focus import Detection
 from dfjax.pipeline.gaussfit import Neighbour
 from dfjax.pipeline.model3d import gaussian_2d
@@ -22,7 +21,7 @@ from dfjax.pipeline.refine import (
     matched_spectrum,
     refine,
 )
-from dfjax.pipeline.run import _merged, _refined, refine_detections
+from dfjax.pipeline.deblend import _merged, _refined, refine_detections
 from dfjax.pipeline.search import (
     RESIDUAL,
     SEARCHED,
@@ -325,14 +324,6 @@ def test_the_beam_is_measured_to_its_own_reach_not_the_fit_window():
         CONFIG.replace(**{"characterise.beam_half_px": 1})
 
 
-def test_scan_boxes_tile_large_boxes_only_and_reach_their_far_edges():
-    boxes = scan_boxes(np.array([[10, 20, 40, 35], [0, 0, 12, 12]]), size=12, step=6)
-    assert (boxes[:, 2] - boxes[:, 0] == 12).all() and (boxes[:, 3] - boxes[:, 1] == 12).all()
-    assert set(boxes[:, 0]) == {10, 16, 22, 28} and set(boxes[:, 1]) == {20, 23}
-    assert len(boxes) == len(np.unique(boxes, axis=0)) == 8
-    assert scan_boxes(np.zeros((0, 4)), size=12, step=6).shape == (0, 4)
-
-
 def test_refinement_config_is_validated():
     with pytest.raises(ConfigError, match="needs characterise.method 'fit'"):
         PipelineConfig().replace(**{"characterise.refine_iterations": 1})
@@ -342,10 +333,6 @@ def test_refinement_config_is_validated():
         CONFIG.replace(**{"characterise.refine_max_fwhm_chan": 1.0})
     with pytest.raises(ConfigError, match="min_line_snr"):
         CONFIG.replace(**{"characterise.min_line_snr": -1.0})
-    with pytest.raises(ConfigError, match="scan_box_px"):
-        PipelineConfig().replace(**{"detect.scan_box_px": -2})
-    with pytest.raises(ConfigError, match="scan_step_px"):
-        PipelineConfig().replace(**{"detect.scan_step_px": 0})
     with pytest.raises(ConfigError, match="search.enabled: .* needs characterise.refine_iterations"):
         PipelineConfig().replace(**{"search.enabled": True})
     with pytest.raises(ConfigError, match="characterise.neighbours: .* needs characterise.refine_iterations"):

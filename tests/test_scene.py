@@ -1,4 +1,4 @@
-"""The scene model (dfjax.pipeline.scene) and the beam and noise it is fitted with (dfjax.pipeline.psf).
+"""The scene model (dfjax.pipeline.scene and .forward) and the beam and noise it is fitted with (.psf).
 
 Cubes are built in numpy from the model itself (a Gaussian ⊛ a PSF with a strong far sidelobe,
 times a Gaussian line), so that every expected value is known exactly.
@@ -11,8 +11,9 @@ import pytest
 from scipy import signal
 
 from dfjax.maths import gaussian_1d, gaussian_2d
+from dfjax.pipeline.forward import kernel_hat, local_image, local_size
 from dfjax.pipeline.psf import noise_model
-from dfjax.pipeline.scene import Guess, Scene, _local_image, _kernel_hat, _local_size, _parameters, fit_scene, scene_model
+from dfjax.pipeline.scene import Guess, Scene, _parameters, fit_scene, scene_model
 
 N, NZ = 64, 24
 SIDELOBE = (22, -17, 0.3)  # offset (dx, dy) in pixels and level of the PSF's far sidelobe
@@ -52,8 +53,8 @@ def test_the_window_model_is_the_gaussian_seen_through_the_beam():
     beam = psf()[N - 1 - 24 : N + 24, N - 1 - 24 : N + 24]
     half, core = 12, 24
     p = _parameters([Guess(x=12.3, y=11.6, fwhm_x=7.0, fwhm_y=4.0, pa=25.0, z=0, fwhm_z=3)], 1)[0]
-    got = np.asarray(_local_image(p[:5], _kernel_hat(beam.astype(np.float32), (_local_size(half, core),) * 2),
-                                  half=half, core=core))  # fmt: skip
+    got = np.asarray(local_image(p[:5], kernel_hat(beam.astype(np.float32), (local_size(half, core),) * 2),
+                                 half=half, core=core))  # fmt: skip
     n = 2 * half + 1
     big = gaussian_2d((n + 2 * core, n + 2 * core), 12.3 + core, 11.6 + core, 7.0, 4.0, 25.0)
     expected = signal.fftconvolve(big, beam, mode="same")[core : core + n, core : core + n]
@@ -149,7 +150,7 @@ def test_the_pipeline_with_the_scene_fit_reports_the_sources_not_their_sidelobes
     cube = (cube_of([bright, faint], beam) + rng.normal(0, 0.01, (NZ, N, N))).astype(np.float32)
     models = Models(blobs_finder=_threshold_finder, deep_gru=_minmax_gru, resnet_fwhm_x=_constant(5.0),
                     resnet_fwhm_y=_constant(5.0), resnet_pa=_constant(0.0), resnet_flux=_constant(1.0))  # fmt: skip
-    config = PipelineConfig().replace(**{"detect.crop_size": N, "detect.threshold": 0.1, "scene.enabled": True,
+    config = PipelineConfig().replace(**{"detect.threshold": 0.1, "scene.enabled": True,
                                          "search.enabled": True, "scene.window_half_px": 12,
                                          "scene.core_half_px": 24})  # fmt: skip
     sources = run_pipeline(cube, models, config, psf=beam)

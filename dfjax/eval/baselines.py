@@ -54,6 +54,7 @@ from dfjax.catalogue_io import write_atomic
 from dfjax.eval.data import iter_split, split_size, truth_boxes, truth_columns
 from dfjax.eval.matching import MatchCriteria, Matching, match
 from dfjax.eval.metrics import detection_metrics
+from dfjax import maths
 from dfjax.maths import FWHM_PER_SIGMA
 from sim import cli
 
@@ -143,18 +144,7 @@ def beam_covariance(cube: np.ndarray, *, beam_area_px: float | None = None, pair
 def gaussian_box(x: float, y: float, cov: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int]:
     """Half-open (x0, y0, x1, y1) of the pixels where a Gaussian of covariance ``cov`` (px²) centred
     at (x, y) is ≥ 15% of its brightest pixel (``sim.sky.box_2d``), clipped to ``shape`` (ny, nx)."""
-    reach = np.sqrt(2.0 * np.log(1.0 / BOX_LEVEL) * np.diag(cov))
-    xs = np.arange(np.floor(x - reach[0]) - 1, np.ceil(x + reach[0]) + 2)
-    ys = np.arange(np.floor(y - reach[1]) - 1, np.ceil(y + reach[1]) + 2)
-    dx, dy = xs[None, :] - x, ys[:, None] - y
-    p = np.linalg.inv(cov)
-    g = np.exp(-0.5 * (p[0, 0] * dx * dx + 2 * p[0, 1] * dx * dy + p[1, 1] * dy * dy))
-    mask = g >= BOX_LEVEL * g.max()
-    cols, rows = xs[mask.any(axis=0)], ys[mask.any(axis=1)]
-    ny, nx = shape
-    x0, x1 = int(np.clip(cols[0], 0, nx - 1)), int(np.clip(cols[-1] + 1, 1, nx))
-    y0, y1 = int(np.clip(rows[0], 0, ny - 1)), int(np.clip(rows[-1] + 1, 1, ny))
-    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+    return maths.gaussian_box(x, y, *maths.ellipse_of(cov), level=BOX_LEVEL, shape=shape)
 
 
 # --- what every finder shares -----------------------------------------------------------------

@@ -161,9 +161,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.sofia is not None and not os.access(args.sofia, os.X_OK):
             raise ValueError(f"--sofia {args.sofia}: not an executable")
         config = pipeline_config(args.model_dir, args.config, args.sets)
-        from dfjax.pipeline.run import Models
+        from dfjax.pipeline.models import Models
 
-        models = Models.load(args.model_dir, config=None)
+        models = Models.load(args.model_dir)
         result = score(args.cubes, models, config, sofia=args.sofia, psf=not args.no_psf, progress=not args.quiet)
     except (ValueError, InferError, OSError) as exc:
         fail(parser.prog, exc)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from dfjax.datasets.almasim.records import COLUMN
+from dfjax.maths import gaussian_area
 
 __all__ = ["EvalCube", "iter_split", "split_size", "truth_boxes", "truth_columns"]
 
@@ -70,7 +71,7 @@ def iter_split(data_dir: str | os.PathLike, dataset: str, split: str, *, limit: 
         record = source[i]
         bmaj, bmin = float(record["beam"][0]), float(record["beam"][1])
         cell = float(record["cell_arcsec"])
-        beam_area_px = np.pi * bmaj * bmin / (4 * np.log(2) * cell**2)
+        beam_area_px = gaussian_area(bmaj, bmin) / cell**2
         yield EvalCube(index=i, cube_index=int(record["cube_index"]),
                        cube=np.asarray(record["dirty_cube"], np.float32),
                        catalogue=np.asarray(record["catalogue"], np.float64).reshape(-1, len(COLUMN)),

@@ -132,7 +132,7 @@ def evaluate(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: s
     """
     compared = {name: _read_metrics(Path(d)) for name, d in (compare or {}).items()}
     from dfjax.eval import plots
-    from dfjax.pipeline.run import Models
+    from dfjax.pipeline.models import Models
 
     from dfjax.infer import InferError, pipeline_config
 
@@ -141,8 +141,6 @@ def evaluate(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: s
     except InferError as exc:
         raise EvalError(str(exc)) from None
     models = Models.load(model_dir)
-    config = config.replace(
-        **{"detect.crop_size": models.blobs_finder.image_size})
     results = predict_split(sim_dir, data_dir, dataset, split, models, config, progress=progress)
     detection, characterisation = summarise(results)
     detection["split"] = split

@@ -48,21 +48,15 @@ def tune(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: str, 
          progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Search ``grid`` around the ``base`` pipeline mapping; returns the best config and every score."""
     from dfjax.pipeline import ConfigError, PipelineConfig
-    from dfjax.pipeline.run import Models
+    from dfjax.pipeline.models import Models
 
     points = grid_points(grid) or [{}]
     try:  # every setting checked before the models are loaded
         base_config = PipelineConfig.from_dict(dict(base))
-        for point in points:
-            base_config.replace(**point)
-    except ConfigError as exc:
-        raise EvalError(str(exc)) from None
-    models = Models.load(model_dir)
-    try:  # Blobs Finder's input side is the trained model's, whatever the base says
-        base_config = base_config.replace(**{"detect.crop_size": models.blobs_finder.image_size})
         configs = [base_config.replace(**point) for point in points]
     except ConfigError as exc:
         raise EvalError(str(exc)) from None
+    models = Models.load(model_dir)
     trials, best = [], None
     for i, (point, config) in enumerate(zip(points, configs)):
         results = predict_split(sim_dir, data_dir, dataset, split, models, config, progress=progress,

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from dfjax.datasets.almasim.records import COLUMN
-from dfjax.maths import FWHM_PER_SIGMA
+from dfjax.maths import FWHM_PER_SIGMA, continuum_trend, gaussian
 
 __all__ = [
     "FWHM_PER_SIGMA", "box_spectra", "centre_crop", "channel_range", "focus_offset", "global_snr",
@@ -224,20 +224,13 @@ def line_emission_image(
         centre, fwhm = profile
         if not fwhm > 0:
             raise ValueError(f"profile: the line FWHM must be positive, got {fwhm}")
-        weights = np.exp(-0.5 * ((z[in_line] - centre) * FWHM_PER_SIGMA / fwhm) ** 2)
+        weights = gaussian(z[in_line], centre, fwhm)
         line = np.tensordot(weights, window[in_line].astype(np.float64), axes=(0, 0))
     if in_line.all():
         return line.astype(np.float32), offset
     continuum = window[~in_line].mean(axis=0, dtype=np.float64)  # C[x, y]
     spectrum = box_spectra(cube, np.asarray(box[:4], np.float64))[0].astype(np.float64)
-    z_off, s_off = z[~in_line], spectrum[~in_line]
-    f = np.ones(nz)
-    if len(z_off) >= 3:
-        slope, level = np.polyfit(z_off - z_off.mean(), s_off, 1)  # level = fit at mean off-line channel
-        resid = s_off - (level + slope * (z_off - z_off.mean()))
-        stderr = resid.std(ddof=2) / np.sqrt(len(z_off)) if len(z_off) > 2 else np.inf
-        if abs(level) > 5 * stderr:
-            f = 1.0 + slope / level * (z - z_off.mean())
+    f = continuum_trend(z[~in_line], spectrum[~in_line], nz)
     expected = f[in_line].sum() if weights is None else (weights * f[in_line]).sum()  # Σ w·f over Δz
     return (line - continuum * expected).astype(np.float32), offset
 

@@ -8,11 +8,19 @@ step                                module                                      
 (iii) focusing, deblending          :mod:`dfjax.pipeline.focus`                          8–9, Fig. 14
 (ii′) matched-filter line search    :mod:`dfjax.pipeline.search` (not in the paper)      —
 (iv) morphological parameters       :mod:`dfjax.pipeline.characterise`                   10–11
-(iv′) refinement, line-SNR cut      :mod:`dfjax.pipeline.refine` (not in the paper)      —
+(iv′) refinement, line-SNR cut      :mod:`dfjax.pipeline.deblend` (not in the paper)     —
+(iv′) or the joint scene fit        :mod:`dfjax.pipeline.joint` (not in the paper)       —
 (v) 3-D model, segmentation mask    :mod:`dfjax.pipeline.model3d`                        12
 (vi) flux estimation                :mod:`dfjax.pipeline.flux`                           13
 all six in order                    :mod:`dfjax.pipeline.run`                            1–13
 ==================================  ===================================================  ==============
+
+Beside the steps: :mod:`~dfjax.pipeline.models` (the six models, loaded and checked),
+:mod:`~dfjax.pipeline.source` (the source record, catalogue rows), and the maths the added
+stages use — :mod:`~dfjax.pipeline.refine` (one source refined), :mod:`~dfjax.pipeline.gaussfit`
+(a Gaussian through the beam), :mod:`~dfjax.pipeline.scene` (the joint fit; its model in Fourier
+space: :mod:`~dfjax.pipeline.forward`), :mod:`~dfjax.pipeline.psf` (the beam and the noise);
+shared maths in :mod:`dfjax.maths`.
 
 Settings: :class:`PipelineConfig` (one namespace per step). Models come from
 :func:`dfjax.checkpoint.load_model` (:meth:`Models.load`); this package never imports training code.
@@ -59,8 +67,10 @@ from dfjax.pipeline.focus import (
     pixel_snr,
 )
 from dfjax.pipeline.model3d import segmentation_mask, source_model
-from dfjax.pipeline.run import MODEL_NAMES, Models, Source, catalogue_rows, run_pipeline
+from dfjax.pipeline.models import MODEL_NAMES, Models
+from dfjax.pipeline.run import run_pipeline
 from dfjax.pipeline.search import SearchPeak, line_search, searched_detections
+from dfjax.pipeline.source import Source, catalogue_rows
 from dfjax.pipeline.spectra import (
     Candidate,
     Line,

@@ -25,7 +25,7 @@ from dfjax.input_pipeline.transforms import (
     minmax_normalise,
     spectral_focus,
 )
-from dfjax.maths import SIGMA_PER_FWHM
+from dfjax.maths import gaussian_box as model_box  # the characterised source's catalogue box
 from dfjax.pipeline._apply import Model, apply_batched
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection
@@ -140,8 +140,6 @@ def estimate_morphology(
     images = np.stack([minmax_normalise(d.image) for d in detections])  # = morphology_input(...)
     b = config.characterise.batch_size
     fx, fy, pa = (predict_scalar(m, images, batch_size=b) for m in (resnet_fwhm_x, resnet_fwhm_y, resnet_pa))
-    shrink, prior = config.characterise.fwhm_shrinkage, config.characterise.fwhm_prior_px
-    fx, fy = (1 - shrink) * fx + shrink * prior, (1 - shrink) * fy + shrink * prior  # noisy sizes to the prior
     out = []
     for d, a, c, angle in zip(detections, fx, fy, pa):
         w = config.characterise.centre_window_px
@@ -181,26 +179,3 @@ def fit_morphology(cube: np.ndarray, detections: Sequence[Detection], start: Seq
         out.append(Morphology(x=fit.x + float(offset[0]), y=fit.y + float(offset[1]), fwhm_x=fit.fwhm_x,
                               fwhm_y=fit.fwhm_y, pa=fit.pa))  # fmt: skip
     return out
-
-
-def model_box(x: float, y: float, fwhm_x: float, fwhm_y: float, pa: float, *, level: float = 0.15,
-              shape: tuple[int, int] | None = None) -> tuple[int, int, int, int]:  # fmt: skip
-    """Half-open box (x0, y0, x1, y1) of the pixels where the 2-D Gaussian is ≥ ``level`` of its
-    brightest pixel — the truth catalogue's box (``sim.sky.box_2d``) of the characterised source; clipped to
-    ``shape`` (ny, nx) when given. pa in sim.sky's convention (x' = dx·cos pa − dy·sin pa)."""
-    sx, sy = max(fwhm_x, 1e-3) * SIGMA_PER_FWHM, max(fwhm_y, 1e-3) * SIGMA_PER_FWHM
-    c, s = np.cos(np.deg2rad(pa)), np.sin(np.deg2rad(pa))
-    r = np.sqrt(2.0 * np.log(1.0 / level))
-    hx, hy = r * np.hypot(c * sx, s * sy), r * np.hypot(s * sx, c * sy)  # the ellipse's half extents
-    xs = np.arange(np.floor(x - hx) - 1, np.ceil(x + hx) + 2)
-    ys = np.arange(np.floor(y - hy) - 1, np.ceil(y + hy) + 2)
-    dx, dy = xs[None, :] - x, ys[:, None] - y
-    g = np.exp(-0.5 * (((dx * c - dy * s) / sx) ** 2 + ((dx * s + dy * c) / sy) ** 2))
-    mask = g >= level * g.max()  # relative to the brightest pixel, as sim.sky.box_2d
-    cols, rows = xs[mask.any(axis=0)], ys[mask.any(axis=1)]
-    x0, y0, x1, y1 = int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-    if shape is not None:
-        ny, nx = shape
-        x0, x1 = min(max(x0, 0), nx - 1), max(min(x1, nx), 1)
-        y0, y1 = min(max(y0, 0), ny - 1), max(min(y1, ny), 1)
-    return x0, y0, x1, y1

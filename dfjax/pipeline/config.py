@@ -5,11 +5,16 @@ Every threshold and constant of the detection pipeline (Sec. 4.4) lives here and
 of step (ii), ``.focus.bright_snr`` the 6 of step (iii), ``.model3d.dilation`` the 1.5 of step (v). Parse a mapping (e.g. the ``pipeline:`` section of a YAML file) with
 :meth:`PipelineConfig.from_dict`; an unknown key raises :class:`ConfigError` naming it
 (``pipeline.detect.treshold: unknown key``). Later steps add their own namespace.
+
+Settings that are gone (:data:`REMOVED`) are still read from older files — a tuned
+``models/pipeline.yaml`` lists every setting — with one warning line, as long as they hold the
+value the pipeline now always uses; any other value is a :class:`ConfigError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -60,24 +65,19 @@ class ConfigError(ValueError):
 class DetectConfig:
     """Step (i), 2-D source detection (Sec. 4.4 i, Fig. 9 steps 1–4)."""
 
-    crop_size: int = 256  # Blobs Finder input side in pixels; must equal the model's image_size
     threshold: float = 0.15  # probability-map binarisation: pixels strictly above it form blobs
     min_area_px: int = 1  # blobs with fewer pixels are dropped (1: keep all, as in the paper)
     connectivity: int = 2  # skimage.measure.label: 1 = 4-connected, 2 = 8-connected
     batch_size: int = 8  # images per Blobs Finder forward (the last batch is zero padded)
     tile_overlap: float = 0.0  # 0: the paper's centre crop only; > 0: tile the whole field, this overlap
     box_level: float = 0.0  # > 0: grow each blob's box to where the map is ≥ this × the blob's peak (0: paper)
-    scan_box_px: int = 0  # > 0: also this-sized boxes across each blob's box, each its own spectrum (detect.scan_boxes)
-    scan_step_px: int = 6  # ... every this many pixels
 
 
 @dataclass(frozen=True)
 class SpectraConfig:
     """Step (ii), frequency denoising and line detection (Sec. 4.4 ii, Fig. 9 steps 5–7)."""
 
-    peak_height: float = 0.1  # scipy.signal.find_peaks height on the denoised spectrum
-    peak_prominence: float = 0.0  # find_peaks prominence; 0 disables the test (paper)
-    min_peak_distance_chan: int = 1  # find_peaks distance; 1 disables the test (paper)
+    peak_height: float = 0.1  # scipy.signal.find_peaks height on the denoised spectrum (its only test: paper)
     emission_half_width_fwhm: float = 1.0  # z0, z1 = z ∓ this·FWHM_z, i.e. Δz = 2·FWHM_z
     fit_half_window_fwhm: float = 1.5  # Gaussian fit window: peak ± this × the peak's width ...
     min_fit_half_window_chan: int = 3  # ... but at least ± this many channels
@@ -135,8 +135,6 @@ class CharacteriseConfig:
     centre_window_px: int = 0  # > 0: x, y = barycentre within ± this of the box's brightest pixel (0: whole box)
     box: str = "model"  # one of BOX_SOURCES: the catalogue's 2-D box (see BOX_SOURCES)
     box_level: float = 0.15  # "model" boxes: extent of the fitted 2-D Gaussian above this fraction of its peak
-    fwhm_shrinkage: float = 0.0  # FWHMs = (1 − this)·ResNet + this·fwhm_prior_px: 0 the ResNets as they are
-    fwhm_prior_px: float = 11.8  # the prior's mean FWHM in pixels (sim.sky.fwhm_px, 4.71–18.84 px: 11.8)
 
 
 @dataclass(frozen=True)
@@ -162,8 +160,7 @@ class Model3DConfig:
     """Step (v), the 3-D model and its segmentation mask (Sec. 4.4 v, Fig. 9 step 12)."""
 
     mask_fraction: float = 0.01  # voxels where the unit-peak 3-D model is ≥ this belong to the source
-    dilation: float = 1.5  # spatial FWHMs are multiplied by this before thresholding
-    spectral_dilation: float = 1.0  # FWHM_z multiplier (the paper dilates for the beam: spatial only)
+    dilation: float = 1.5  # spatial FWHMs are multiplied by this before thresholding (the beam acts spatially only)
     min_fwhm_px: float = 1.0  # predicted FWHMs (pixels, channels) are clipped to at least this
 
 
@@ -171,7 +168,6 @@ class Model3DConfig:
 class FluxConfig:
     """Step (vi), flux estimation (Sec. 4.4 vi, Fig. 9 step 13)."""
 
-    line_image_scale: float = 1.0  # flux ResNet input = line_emission_image × this (as in training)
     min_continuum_channels: int = 3  # fewer channels outside the mask: continuum taken as 0
     continuum_trend_sigma: float = 5.0  # f(z) is a fitted line only when its level is ≥ this many errors
 
@@ -191,8 +187,9 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Self:
-        """Parse a nested mapping into a validated config; unknown keys are errors."""
-        config = _parse(cls, data or {}, "pipeline")
+        """Parse a nested mapping into a validated config; unknown keys are errors, :data:`REMOVED` ones
+        are dropped with a warning (:func:`_drop_removed`)."""
+        config = _parse(cls, _drop_removed(data or {}), "pipeline")
         _validate(config)
         return config
 
@@ -201,9 +198,14 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
     def replace(self, **overrides: Any) -> Self:
-        """A copy with dotted overrides applied: ``replace(**{"detect.crop_size": 32})``."""
+        """A copy with dotted overrides applied: ``replace(**{"detect.threshold": 0.2})``."""
         data = self.to_dict()
+        removed = {k: v for k, v in overrides.items() if k in REMOVED}
+        if removed:
+            _drop_removed(_nested(removed))
         for dotted, value in overrides.items():
+            if dotted in REMOVED:
+                continue
             node = data
             *parents, leaf = dotted.split(".")
             for key in parents:
@@ -214,6 +216,54 @@ class PipelineConfig:
                 raise ConfigError(f"pipeline.{dotted}: unknown key")
             node[leaf] = value
         return self.from_dict(data)
+
+
+REMOVED: dict[str, tuple[Any, str]] = {
+    "detect.crop_size": (None, "Blobs Finder's input side is the trained model's image_size"),
+    "detect.scan_box_px": (0, "the small-box spectra inside large boxes were never used"),
+    "detect.scan_step_px": (None, "it only spaced detect.scan_box_px's boxes"),
+    "spectra.peak_prominence": (0.0, "find_peaks tests only the height, as in the paper"),
+    "spectra.min_peak_distance_chan": (1, "find_peaks tests only the height, as in the paper"),
+    "characterise.fwhm_shrinkage": (0.0, "the ResNets' FWHMs are used as they are"),
+    "characterise.fwhm_prior_px": (None, "it was only used by characterise.fwhm_shrinkage"),
+    "model3d.spectral_dilation": (1.0, "the mask is dilated spatially only, for the beam"),
+    "flux.line_image_scale": (1.0, "the flux ResNet is trained on unscaled line images"),
+}
+"""Settings no longer read: dotted key → (the one value an older file may still hold, None for any;
+why it went)."""
+
+_log = logging.getLogger(__name__)
+
+
+def _drop_removed(data: Any) -> Any:
+    """``data`` without the :data:`REMOVED` keys it holds: one warning line naming them, or
+    :class:`ConfigError` for one that holds another value than the pipeline now always uses."""
+    if not isinstance(data, dict):
+        return data
+    dropped = []
+    out = {section: dict(values) if isinstance(values, dict) else values for section, values in data.items()}
+    for dotted, (only, why) in REMOVED.items():
+        section, key = dotted.split(".")
+        if not isinstance(out.get(section), dict) or key not in out[section]:
+            continue
+        value = out[section].pop(key)
+        if only is not None and value != only:
+            raise ConfigError(f"pipeline.{dotted}: no longer a setting ({why}); only {only!r} is left, got "
+                              f"{value!r}")  # fmt: skip
+        dropped.append(dotted)
+    if dropped:
+        what = (f"{dropped[0]} is no longer a setting" if len(dropped) == 1
+                else f"{', '.join(dropped)} are no longer settings")  # fmt: skip
+        _log.warning("pipeline: %s; ignored (delete from the file, or re-tune with python -m dfjax.eval.tune)", what)
+    return out
+
+
+def _nested(dotted: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in dotted.items():
+        section, leaf = key.split(".")
+        out.setdefault(section, {})[leaf] = value
+    return out
 
 
 def _parse(cls: type, data: Any, path: str) -> Any:
@@ -227,16 +277,13 @@ def _validate(c: PipelineConfig) -> None:
                         ("detect.tile_overlap", d.tile_overlap)):  # fmt: skip
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"pipeline.{path}: must lie in [0, 1) (models output [0, 1]), got {value}")
-    for path, value in (("detect.crop_size", d.crop_size), ("detect.min_area_px", d.min_area_px),
+    for path, value in (("detect.min_area_px", d.min_area_px),
                         ("detect.batch_size", d.batch_size), ("spectra.batch_size", s.batch_size),
-                        ("spectra.min_peak_distance_chan", s.min_peak_distance_chan),
                         ("spectra.min_fit_half_window_chan", s.min_fit_half_window_chan)):  # fmt: skip
         if value < 1:
             raise ConfigError(f"pipeline.{path}: must be at least 1, got {value}")
     if d.connectivity not in (1, 2):
         raise ConfigError(f"pipeline.detect.connectivity: must be 1 or 2, got {d.connectivity}")
-    if s.peak_prominence < 0:
-        raise ConfigError(f"pipeline.spectra.peak_prominence: must be >= 0, got {s.peak_prominence}")
     for path, value in (("spectra.emission_half_width_fwhm", s.emission_half_width_fwhm),
                         ("spectra.fit_half_window_fwhm", s.fit_half_window_fwhm)):  # fmt: skip
         if value <= 0:
@@ -251,20 +298,12 @@ def _validate(c: PipelineConfig) -> None:
                         ("characterise.batch_size", c.characterise.batch_size)):  # fmt: skip
         if value < 1:
             raise ConfigError(f"pipeline.{path}: must be at least 1, got {value}")
-    if d.scan_box_px < 0:
-        raise ConfigError(f"pipeline.detect.scan_box_px: must be >= 0, got {d.scan_box_px}")
-    if d.scan_step_px < 1:
-        raise ConfigError(f"pipeline.detect.scan_step_px: must be at least 1, got {d.scan_step_px}")
     if not 0.0 <= d.box_level < 1.0:
         raise ConfigError(f"pipeline.detect.box_level: must lie in [0, 1), got {d.box_level}")
     if c.characterise.centre_window_px < 0:
         raise ConfigError(f"pipeline.characterise.centre_window_px: must be >= 0, got {c.characterise.centre_window_px}")
     if c.characterise.box not in BOX_SOURCES:
         raise ConfigError(f"pipeline.characterise.box: {c.characterise.box!r} is not one of {', '.join(BOX_SOURCES)}")
-    if not 0.0 <= c.characterise.fwhm_shrinkage <= 1.0:
-        raise ConfigError(f"pipeline.characterise.fwhm_shrinkage: must lie in [0, 1], got {c.characterise.fwhm_shrinkage}")
-    if c.characterise.fwhm_prior_px <= 0:
-        raise ConfigError(f"pipeline.characterise.fwhm_prior_px: must be positive, got {c.characterise.fwhm_prior_px}")
     if not 0.0 < c.characterise.box_level < 1.0:
         raise ConfigError(f"pipeline.characterise.box_level: must lie in (0, 1), got {c.characterise.box_level}")
     if f.snr_spread not in SNR_SPREADS:
@@ -302,8 +341,7 @@ def _validate(c: PipelineConfig) -> None:
                         ("flux.continuum_trend_sigma", fl.continuum_trend_sigma)):  # fmt: skip
         if value < 0:
             raise ConfigError(f"pipeline.{path}: must be >= 0, got {value}")
-    for path, value in (("model3d.dilation", m.dilation), ("model3d.spectral_dilation", m.spectral_dilation),
-                        ("model3d.min_fwhm_px", m.min_fwhm_px), ("flux.line_image_scale", fl.line_image_scale)):  # fmt: skip
+    for path, value in (("model3d.dilation", m.dilation), ("model3d.min_fwhm_px", m.min_fwhm_px)):
         if value <= 0:
             raise ConfigError(f"pipeline.{path}: must be positive, got {value}")
     if not 0.0 < m.mask_fraction < 1.0:

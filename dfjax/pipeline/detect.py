@@ -21,7 +21,7 @@ from dfjax.input_pipeline.transforms import minmax_normalise
 from dfjax.pipeline._apply import Model, apply_batched
 from dfjax.pipeline.config import PipelineConfig
 
-__all__ = ["boxes_from_map", "crop_offset", "detect", "detection_map", "integrated_image", "scan_boxes"]
+__all__ = ["boxes_from_map", "crop_offset", "detect", "detection_map", "integrated_image"]
 
 _DEFAULTS = PipelineConfig()
 
@@ -62,8 +62,8 @@ def _tile_starts(n: int, size: int, overlap: float) -> list[int]:
 def detection_map(model: Model, images: np.ndarray, config: PipelineConfig = _DEFAULTS) -> np.ndarray:
     """Blobs Finder probability maps in field pixels (steps 2–3): (B, ny, nx) or (ny, nx) → same shape.
 
-    Each image is cropped to ``config.detect.crop_size`` (zero padded where the field is
-    smaller), the crop normalised to [0, 1], run through ``model`` ((B, size, size, 1) →
+    Each image is cropped to the model's input side, its ``image_size`` (a stand-in that states
+    none sees the whole field; zero padded where the field is smaller), the crop normalised to [0, 1], run through ``model`` ((B, size, size, 1) →
     (B, size, size, 1), jitted, ``config.detect.batch_size`` at a time) and put back at its
     field position. With ``detect.tile_overlap`` = 0 that is the paper's single centre crop
     (pixels outside it are 0); with > 0 overlapping crops tile the whole field and the map is
@@ -75,11 +75,8 @@ def detection_map(model: Model, images: np.ndarray, config: PipelineConfig = _DE
         images = images[None]
     if images.ndim != 3:
         raise ValueError(f"expected images (B, ny, nx) or (ny, nx), got shape {images.shape}")
-    size = config.detect.crop_size
-    model_size = getattr(model, "image_size", size)
-    if model_size != size:
-        raise ValueError(f"detect.crop_size={size} but the model takes {model_size}x{model_size} images")
     _, ny, nx = images.shape
+    size = int(getattr(model, "image_size", None) or max(ny, nx))
     if config.detect.tile_overlap > 0:
         tiles = [(oy, ox) for oy in _tile_starts(ny, size, config.detect.tile_overlap)
                  for ox in _tile_starts(nx, size, config.detect.tile_overlap)]  # fmt: skip
@@ -142,26 +139,5 @@ def detect(model: Model, cube: np.ndarray, config: PipelineConfig = _DEFAULTS) -
     """Step (i) end to end: dirty cube (nz, ny, nx) → candidate boxes (K, 4) int64, field pixels."""
     prob_map = detection_map(model, integrated_image(cube), config)
     d = config.detect
-    boxes = boxes_from_map(prob_map, threshold=d.threshold, min_area=d.min_area_px, connectivity=d.connectivity,
-                           box_level=d.box_level)  # fmt: skip
-    if d.scan_box_px > 0:
-        boxes = np.concatenate([boxes, scan_boxes(boxes, size=d.scan_box_px, step=d.scan_step_px)])
-    return boxes
-
-
-def scan_boxes(boxes: np.ndarray, *, size: int, step: int) -> np.ndarray:
-    """``size``² boxes every ``step`` pixels across each box (K, 4), the last flush with its far edge
-    → (M, 4) int64, distinct; a box no larger than ``size`` gives none.
-
-    Where one Blobs Finder box holds several sources, the spectrum summed over the whole box
-    shows the brightest line and buries the rest; the spectra of these small boxes show each
-    source's own line (``detect.scan_box_px``, not in the paper).
-    """
-    out = set()
-    for x0, y0, x1, y1 in np.asarray(boxes, np.int64).reshape(-1, 4):
-        if x1 - x0 <= size and y1 - y0 <= size:
-            continue
-        xs = sorted(set(range(int(x0), max(int(x1) - size, int(x0)) + 1, step)) | {max(int(x1) - size, int(x0))})
-        ys = sorted(set(range(int(y0), max(int(y1) - size, int(y0)) + 1, step)) | {max(int(y1) - size, int(y0))})
-        out.update((x, y, x + size, y + size) for x in xs for y in ys)
-    return np.asarray(sorted(out), np.int64).reshape(-1, 4)
+    return boxes_from_map(prob_map, threshold=d.threshold, min_area=d.min_area_px, connectivity=d.connectivity,
+                          box_level=d.box_level)  # fmt: skip

@@ -3,8 +3,8 @@
 Two estimates of each source's line flux:
 
 * the flux ResNet's, on the line emission image (eq. 19) exactly as in
-  training: ``line_emission_image(cube, box, (z0, z1)) × flux.line_image_scale``
-  (:func:`flux_input`; see ``ResNetData.example``) — in the units of the
+  training: ``line_emission_image(cube, box, (z0, z1))``, unscaled as the training
+  images are (:func:`flux_input`; see ``ResNetData.example``) — in the units of the
   training targets (Jy km/s for the almasim records);
 * a direct measurement (:func:`measure_flux`) through the dilated 3-D mask of
   step (v): the continuum image C[y, x] is the mean of the cube over the
@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dfjax.input_pipeline.transforms import line_emission_image
+from dfjax.maths import continuum_trend
 from dfjax.pipeline._apply import Model
 from dfjax.pipeline.characterise import predict_scalar
 from dfjax.pipeline.config import PipelineConfig
@@ -71,14 +72,10 @@ def continuum_model(cube: np.ndarray, mask: np.ndarray, config: PipelineConfig =
         return np.zeros(cube.shape[1:]), f
     c_image = cube[off].mean(axis=0, dtype=np.float64)
     footprint = mask.any(axis=0)
-    z = np.arange(nz, dtype=np.float64)[off]
-    if len(z) >= 3 and footprint.any():
+    if footprint.any():
         spectrum = cube[:, footprint].sum(axis=1, dtype=np.float64)[off]
-        slope, level = np.polyfit(z - z.mean(), spectrum, 1)
-        resid = spectrum - (level + slope * (z - z.mean()))
-        stderr = resid.std(ddof=2) / np.sqrt(len(z)) if len(z) > 2 else np.inf
-        if abs(level) > config.flux.continuum_trend_sigma * stderr and level != 0:
-            f = 1.0 + slope / level * (np.arange(nz) - z.mean())
+        f = continuum_trend(np.arange(nz, dtype=np.float64)[off], spectrum, nz,
+                            min_sigma=config.flux.continuum_trend_sigma)  # fmt: skip
     return c_image, f
 
 
@@ -116,6 +113,5 @@ def estimate_line_flux(resnet_flux: Model, cube: np.ndarray, detections: Sequenc
     """The flux ResNet over the detections' line emission images → (N,) float64, training-target units."""
     if not detections:
         return np.zeros(0)
-    size, scale = config.focus.size, config.flux.line_image_scale
-    images = np.stack([flux_input(cube, d.box, (d.z0, d.z1), size=size, scale=scale) for d in detections])
+    images = np.stack([flux_input(cube, d.box, (d.z0, d.z1), size=config.focus.size) for d in detections])
     return predict_scalar(resnet_flux, images, batch_size=config.characterise.batch_size)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import least_squares
 
-from dfjax.maths import FWHM_PER_SIGMA
+from dfjax.maths import FWHM_PER_SIGMA, unit_gaussian_2d
 
 __all__ = ["GaussianFit", "Neighbour", "canonical", "fit_source", "noise_psf"]
 
@@ -87,13 +87,6 @@ class Neighbour:
     pa: float
 
 
-def _unit_gaussian(gx: np.ndarray, gy: np.ndarray, cx: float, cy: float, sx: float, sy: float, pa: float
-                   ) -> np.ndarray:  # fmt: skip
-    c, s = np.cos(pa), np.sin(pa)
-    dx, dy = gx - cx, gy - cy
-    return np.exp(-0.5 * (((dx * c - dy * s) / sx) ** 2 + ((dx * s + dy * c) / sy) ** 2))
-
-
 def fit_source(image: np.ndarray, psf: np.ndarray, x: float, y: float, *, half: int = 16,
                max_shift_px: float = 4.0, neighbours: Sequence[Neighbour] = (), background: bool = True
                ) -> GaussianFit | None:  # fmt: skip
@@ -131,14 +124,14 @@ def fit_source(image: np.ndarray, psf: np.ndarray, x: float, y: float, *, half: 
     def seen(g: np.ndarray) -> np.ndarray:
         return np.fft.irfft2(np.fft.rfft2(g) * kernel_f, s=(n, n))[inner, inner]
 
-    others = [seen(_unit_gaussian(gx, gy, o.x - ix, o.y - iy, max(o.fwhm_x, 1e-3) / FWHM_PER_SIGMA,
-                                  max(o.fwhm_y, 1e-3) / FWHM_PER_SIGMA, np.deg2rad(o.pa)))
+    others = [seen(unit_gaussian_2d(gx - (o.x - ix), gy - (o.y - iy), max(o.fwhm_x, 1e-3) / FWHM_PER_SIGMA,
+                                    max(o.fwhm_y, 1e-3) / FWHM_PER_SIGMA, np.deg2rad(o.pa)))
               for o in neighbours]  # fmt: skip
     others = [o for o in others if np.abs(o).max() > 1e-3]  # only those whose light reaches the window
 
     def model(p: np.ndarray) -> np.ndarray:
         amp, cx, cy, lsx, lsy, pa, bg = p[:7]
-        out = amp * seen(_unit_gaussian(gx, gy, cx - ix, cy - iy, np.exp(lsx), np.exp(lsy), pa)) + bg
+        out = amp * seen(unit_gaussian_2d(gx - (cx - ix), gy - (cy - iy), np.exp(lsx), np.exp(lsy), pa)) + bg
         for a, o in zip(p[7:], others):
             out = out + a * o
         return out

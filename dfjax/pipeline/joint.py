@@ -25,7 +25,7 @@ from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection
 from dfjax.pipeline.psf import noise_model
 from dfjax.pipeline.scene import Fitted, Guess, Scene, fit_scene, scene_model
-from dfjax.pipeline.search import RESIDUAL, SEARCHED, _search, channel_noise, line_cube, peak_detections
+from dfjax.pipeline.search import RESIDUAL, SEARCHED, channel_noise, line_cube, peak_detections, search_peaks
 
 __all__ = ["noise_scene", "scene_sources"]
 
@@ -80,7 +80,7 @@ def scene_sources(cube: np.ndarray, detections: Sequence[Detection], shapes: Seq
     scene = noise_scene(cube, config, psf=psf)
     detections, shapes = list(detections), list(shapes)
     if config.search.enabled:
-        found, first = peak_detections(cube, _search(scene.line, config), config)
+        found, first = peak_detections(cube, search_peaks(scene.line, config), config)
         detections, shapes = detections + found, shapes + first
     fitted = _fit(scene, [_guess(d, m) for d, m in zip(detections, shapes)], config)
     origin = [detections[f.index] for f in fitted]
@@ -90,7 +90,7 @@ def scene_sources(cube: np.ndarray, detections: Sequence[Detection], shapes: Seq
         fitted = _fit(scene, [_as_guess(f) for f in fitted], config)
         origin = [origin[f.index] for f in fitted]
     if config.search.enabled and config.scene.residual and fitted:
-        peaks = _search(scene.line - scene_model(scene, fitted), config)
+        peaks = search_peaks(scene.line - scene_model(scene, fitted), config)
         found, first = peak_detections(cube, peaks, config, flags=frozenset({SEARCHED, RESIDUAL}))
         if found:
             refit = _fit(scene, [_as_guess(f) for f in fitted] + [_guess(d, m) for d, m in zip(found, first)], config)

@@ -7,15 +7,14 @@ voxels where it is ≥ ``model3d.mask_fraction`` form the segmentation mask.
 The mask is dilated by ``model3d.dilation`` (1.5) to hold the emission the
 dirty beam spreads: the spatial FWHMs are multiplied by it before
 thresholding, so every spatial extent of the mask grows by that factor
-(``spectral_dilation`` does the same along z; 1 by default, the beam acts in
-the image plane only).
+(not along z: the beam acts in the image plane only).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from dfjax.maths import SIGMA_PER_FWHM, gaussian_1d, gaussian_2d
+from dfjax.maths import gaussian_1d, gaussian_2d
 from dfjax.pipeline.config import PipelineConfig
 
 __all__ = ["gaussian_1d", "gaussian_2d", "segmentation_mask", "source_model"]
@@ -36,9 +35,8 @@ def segmentation_mask(shape: tuple[int, int, int], *, x: float, y: float, z: flo
                       ) -> np.ndarray:  # fmt: skip
     """Dilated 3-D segmentation mask (step v) → (nz, ny, nx) bool.
 
-    True where the unit-peak model with FWHMs ×``dilation`` (spatial) and
-    ×``spectral_dilation`` (z), each first clipped to ≥ ``min_fwhm_px``, is
-    ≥ ``mask_fraction``. The voxel nearest (x, y, z), when on the grid, is always in.
+    True where the unit-peak model with spatial FWHMs ×``dilation``, every FWHM
+    first clipped to ≥ ``min_fwhm_px``, is ≥ ``mask_fraction``. The voxel nearest (x, y, z), when on the grid, is always in.
     """
     m = config.model3d
     if len(shape) != 3:
@@ -46,7 +44,7 @@ def segmentation_mask(shape: tuple[int, int, int], *, x: float, y: float, z: flo
     nz, ny, nx = shape
     fx, fy, fz = (max(float(v), m.min_fwhm_px) for v in (fwhm_x, fwhm_y, fwhm_z))
     spatial = gaussian_2d((ny, nx), x, y, fx * m.dilation, fy * m.dilation, pa)
-    spectral = gaussian_1d(nz, z, fz * m.spectral_dilation)
+    spectral = gaussian_1d(nz, z, fz)
     mask = spectral[:, None, None] * spatial[None] >= m.mask_fraction
     iz, iy, ix = int(np.rint(z)), int(np.rint(y)), int(np.rint(x))
     if 0 <= iz < nz and 0 <= iy < ny and 0 <= ix < nx:

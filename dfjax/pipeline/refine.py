@@ -41,11 +41,9 @@ from scipy import signal
 from scipy.optimize import least_squares
 
 from dfjax.input_pipeline.transforms import line_emission_image
-from dfjax.maths import MAD_TO_STD
+from dfjax.maths import FWHM_PER_SIGMA, gaussian, gaussian_2d, line_free_continuum, robust_std
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.gaussfit import Neighbour, fit_source
-from dfjax.pipeline.model3d import gaussian_2d
-from dfjax.maths import FWHM_PER_SIGMA
 
 __all__ = ["Refined", "RefinedLine", "fit_line", "line_snr", "matched_noise_gain", "matched_spectrum", "refine"]
 
@@ -126,18 +124,15 @@ def matched_noise_gain(field: tuple[int, int], psf: np.ndarray, *, x: float, y: 
 
 
 def _continuum_subtracted(spectrum: np.ndarray, z_line: float, fwhm_z: float, min_channels: int) -> np.ndarray:
-    z = np.arange(len(spectrum), dtype=np.float64)
-    far = np.abs(z - z_line) > 3.0 * fwhm_z
-    if far.sum() < max(min_channels, 3):
-        return spectrum - np.median(spectrum)
-    return spectrum - np.polyval(np.polyfit(z[far], spectrum[far], 1), z)
+    continuum = line_free_continuum(spectrum, z_line, fwhm_z, min_channels=max(min_channels, 3))
+    return spectrum - (np.median(spectrum) if continuum is None else continuum)
 
 
 def _noise(line_free: np.ndarray) -> float:
     """Robust standard deviation (MAD) of line-free channels; 0 with fewer than 3."""
     if len(line_free) < 3:
         return 0.0
-    return float(MAD_TO_STD * np.median(np.abs(line_free - np.median(line_free))))
+    return float(robust_std(line_free))
 
 
 def fit_line(spectrum: np.ndarray, z: float, fwhm_z: float, *, max_fwhm_chan: float, min_channels: int = 3
@@ -194,7 +189,7 @@ def line_snr(line_spectrum: np.ndarray, z: float, fwhm_z: float, *, matched: boo
         sigma = np.asarray(noise, np.float64)
     if not inside.any() or not np.all(sigma[inside] > 0):
         return 0.0
-    w = np.exp(-0.5 * ((zz[inside] - z) * FWHM_PER_SIGMA / width) ** 2) if matched else np.ones(inside.sum())
+    w = gaussian(zz[inside], z, width) if matched else np.ones(inside.sum())
     return float((w * line_spectrum[inside]).sum() / np.sqrt((w * w * sigma[inside] ** 2).sum()))
 
 

@@ -13,7 +13,7 @@ wz = 1/σz². Each round of :func:`fit_scene`:
    A: A = Γ⁻¹ b with Γᵢⱼ = (Σz wz Lᵢ Lⱼ)·⟨Iᵢ, Iⱼ⟩, bᵢ = Σz wz Lᵢ(z)·⟨D(z), Iᵢ⟩, Iₖ = Gₖ ⊛ P. Their
    covariance with the cube's correlated noise (correlation ρ, spike and beam) is
    Γ⁻¹ S Γ⁻¹, Sᵢⱼ = (Σz wz Lᵢ Lⱼ)·⟨Iᵢ, ρ ⊛ Iⱼ⟩, plus the other sources' model error (a fraction
-   ``model_error`` of their model, :func:`_solve`); a source's **SNR** is Aₖ / σ(Aₖ).
+   ``model_error`` of their model, :func:`~dfjax.pipeline.forward.solve_amplitudes`); a source's **SNR** is Aₖ / σ(Aₖ).
 2. **Explained away.** The source of lowest SNR under ``scene.min_snr`` is dropped and the
    amplitudes solved again, until none is left under it: a candidate on a bright source's
    sidelobe, or a second candidate for one source, has an amplitude consistent with zero once
@@ -27,7 +27,8 @@ wz = 1/σz². Each round of :func:`fit_scene`:
 
 The last round ends after step 2: its amplitudes, SNRs and the final shapes' errors are what a
 source reports. All of it is jitted JAX; the number of sources is padded to a multiple of 8 so
-that cubes with similar counts share one compilation.
+that cubes with similar counts share one compilation. The model's pieces (the Gaussian in Fourier
+space, the line, the amplitude system) are :mod:`dfjax.pipeline.forward`.
 """
 
 from __future__ import annotations
@@ -41,13 +42,27 @@ import jax.numpy as jnp
 import numpy as np
 
 from dfjax.maths import FWHM_PER_SIGMA
+from dfjax.pipeline.forward import (
+    MAX_SIGMA_CHAN,
+    MAX_SIGMA_PX,
+    MIN_SIGMA_CHAN,
+    MIN_SIGMA_PX,
+    amplitude_system,
+    cholesky_to_sigmas,
+    correlate_window,
+    fft_grid,
+    field_images,
+    kernel_hat,
+    line_profile,
+    local_image,
+    local_size,
+    shape_to_cholesky,
+    solve_amplitudes,
+)
 from dfjax.pipeline.gaussfit import canonical
 
 __all__ = ["Fitted", "Guess", "Scene", "fit_scene", "scene_model"]
 
-MIN_SIGMA_PX = 0.25  # intrinsic widths are bounded to [this, MAX_SIGMA_PX]; an unresolved source sits near the floor
-MAX_SIGMA_PX = 20.0
-MIN_SIGMA_CHAN, MAX_SIGMA_CHAN = 1.0 / FWHM_PER_SIGMA, 30.0 / FWHM_PER_SIGMA
 LM_ITERATIONS = 24
 _PAD = 8  # the number of sources is padded to a multiple of this (one compilation per bucket)
 
@@ -103,113 +118,7 @@ class Scene:
     correlation: np.ndarray
 
 
-# ---------------------------------------------------------------- model pieces (JAX)
-
-
-def _shape_to_cholesky(fwhm_x: float, fwhm_y: float, pa_deg: float) -> tuple[float, float, float]:
-    """sim.sky's (FWHMs along x', y'; pa) → (u, v, w): the unit-peak Gaussian is
-    exp(−½ |M d|²), d = (dx, dy), M = [[eᵘ, w], [0, eᵛ]] (log-Cholesky of the precision: every
-    ellipse once, a circle no special case)."""
-    sx, sy = (max(f / FWHM_PER_SIGMA, MIN_SIGMA_PX) for f in (fwhm_x, fwhm_y))
-    c, s = np.cos(np.deg2rad(pa_deg)), np.sin(np.deg2rad(pa_deg))
-    rotation = np.array([[c, -s], [s, c]])  # (x', y') = rotation @ (dx, dy)
-    precision = rotation.T @ np.diag([sx ** -2, sy ** -2]) @ rotation
-    m = np.linalg.cholesky(precision).T  # upper triangular, MᵀM = precision
-    return float(np.log(m[0, 0])), float(np.log(m[1, 1])), float(m[0, 1])
-
-
-def _cholesky_to_sigmas(u: jax.Array, v: jax.Array, w: jax.Array) -> jax.Array:
-    """(u, v, w) → (σ₁, σ₂, θ): the ellipse's widths along its axes and the sim.sky angle of σ₁'s axis."""
-    a, b, c = jnp.exp(2 * u), jnp.exp(u) * w, w * w + jnp.exp(2 * v)  # precision [[a, b], [b, c]]
-    mean, half_gap = 0.5 * (a + c), jnp.sqrt(0.25 * (a - c) ** 2 + b * b)
-    lam1, lam2 = mean - half_gap, mean + half_gap  # the smaller precision is the wider axis
-    angle = 0.5 * jnp.arctan2(2 * b, a - c)  # the axis of the larger eigenvalue, from +x
-    # x' of sim.sky points along (cos pa, −sin pa): the wider axis is perpendicular to `angle`
-    theta = -(angle + jnp.pi / 2)
-    return jnp.stack([lam1 ** -0.5, lam2 ** -0.5, theta])
-
-
-def _gaussian_hat(p5: jax.Array, ky: jax.Array, kx: jax.Array, offset: float) -> jax.Array:
-    """The DFT of the Gaussian of p5 = (x, y, u, v, w) (:func:`_shape_to_cholesky`): its continuous,
-    band-limited transform on a grid whose index is the coordinate + ``offset``; ky (n, 1) and kx
-    (1, n//2 + 1) in radians per pixel (rfft2 layout).
-
-    With M⁻¹ = [[a, b], [0, d]] (a = e⁻ᵘ, d = e⁻ᵛ, b = −w·a·d) the covariance is M⁻¹M⁻ᵀ, so
-    Ĝ(k) = 2π·a·d · exp(−½ |M⁻ᵀk|²) · e^(−i k·(r₀ + offset)).
-    """
-    a, d = jnp.exp(-p5[2]), jnp.exp(-p5[3])
-    b = -p5[4] * a * d
-    quad = (a * kx) ** 2 + (b * kx + d * ky) ** 2
-    phase = -(kx * (p5[0] + offset) + ky * (p5[1] + offset))
-    return (2.0 * jnp.pi * a * d) * jnp.exp(-0.5 * quad) * jax.lax.complex(jnp.cos(phase), jnp.sin(phase))
-
-
-def _frequencies(shape: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
-    """(ky (n0, 1), kx (1, n1//2 + 1)) in radians per pixel for an rfft2 of ``shape``."""
-    return (jnp.asarray(2 * np.pi * np.fft.fftfreq(shape[0]), jnp.float32)[:, None],
-            jnp.asarray(2 * np.pi * np.fft.rfftfreq(shape[1]), jnp.float32)[None, :])  # fmt: skip
-
-
-def _line(z: jax.Array, q: jax.Array) -> jax.Array:
-    """Unit-peak Gaussian line over channels z; q = (z0, ln σz)."""
-    return jnp.exp(-0.5 * ((z - q[0]) / jnp.exp(q[1])) ** 2)
-
-
-def _kernel_hat(kernel: np.ndarray, shape: tuple[int, int]) -> jax.Array:
-    """rfft2 of an odd-square kernel placed with its centre at (0, 0) on a grid ``shape``."""
-    h0, h1 = kernel.shape[0] // 2, kernel.shape[1] // 2
-    grid = np.zeros(shape, np.float32)
-    grid[: kernel.shape[0], : kernel.shape[1]] = kernel
-    return jnp.fft.rfft2(jnp.asarray(np.roll(grid, (-h0, -h1), axis=(0, 1))))
-
-
-@functools.partial(jax.jit, static_argnames=("field", "fft_shape"))
-def _field_images(params: jax.Array, psf_hat: jax.Array, corr_hat: jax.Array, *, field: tuple[int, int],
-                  fft_shape: tuple[int, int]) -> tuple[jax.Array, jax.Array]:  # fmt: skip
-    """Iₖ = Gₖ ⊛ P and ρ ⊛ Iₖ over the field, (K, ny, nx) each."""
-    ny, nx = field
-    ky, kx = _frequencies(fft_shape)
-    g_hat = jax.vmap(lambda p: _gaussian_hat(p, ky, kx, 0.0))(params[:, :5])
-    images = jnp.fft.irfft2(g_hat * psf_hat, s=fft_shape)[:, :ny, :nx]
-    correlated = jnp.fft.irfft2(g_hat * psf_hat * corr_hat, s=fft_shape)[:, :ny, :nx]
-    return images, correlated
-
-
-@jax.jit
-def _amplitude_system(line: jax.Array, weights: jax.Array, params: jax.Array, images: jax.Array,
-                      correlated: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
-    """(b, Γ, S, H) of the module docstring's step 1; Hᵢₖ = (Σz wz² Lᵢ² Lₖ²)·⟨Iᵢ², Iₖ²⟩ weighs source k's
-    model error where source i is measured."""
-    z = jnp.arange(line.shape[0], dtype=jnp.float32)
-    profiles = jax.vmap(lambda q: _line(z, q))(params[:, 5:7])  # (K, nz)
-    projected = jnp.einsum("zyx,kyx->kz", line, images)
-    b = jnp.sum(profiles * weights * projected, axis=1)
-    spectral = jnp.einsum("iz,jz->ij", profiles * weights, profiles)
-    gram = spectral * jnp.einsum("iyx,jyx->ij", images, images)
-    noise = spectral * jnp.einsum("iyx,jyx->ij", images, correlated)
-    squared = images * images
-    shadow = jnp.einsum("iz,jz->ij", (profiles * weights) ** 2, profiles**2) * jnp.einsum("iyx,jyx->ij", squared, squared)
-    return b, gram, noise, shadow
-
-
-def _solve(b: np.ndarray, gram: np.ndarray, noise: np.ndarray, shadow: np.ndarray, alive: np.ndarray,
-           model_error: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Amplitudes and their standard errors for the ``alive`` sources (0 and inf elsewhere).
-
-    The error adds to the noise's the other sources' model error: each voxel's model is wrong by
-    ``model_error`` × its value (the beam, the continuum and the line shapes are never exact), so
-    a bright source's flank is a noisier place to claim a faint one than the empty field.
-    """
-    k = np.flatnonzero(alive)
-    amplitude, error = np.zeros(len(b)), np.full(len(b), np.inf)
-    if not len(k):
-        return amplitude, error
-    inverse = np.linalg.pinv(gram[np.ix_(k, k)])
-    amplitude[k] = inverse @ b[k]
-    others = shadow[np.ix_(k, k)] * (1.0 - np.eye(len(k)))
-    systematic = model_error**2 * np.diag(inverse) ** 2 * (others @ amplitude[k] ** 2)
-    error[k] = np.sqrt(np.maximum(np.diag(inverse @ noise[np.ix_(k, k)] @ inverse) + systematic, 1e-300))
-    return amplitude, error
+# ---------------------------------------------------------------- step 2: explained away
 
 
 def _explain_away(system: tuple[np.ndarray, ...], alive: np.ndarray, min_snr: float, model_error: float
@@ -217,7 +126,7 @@ def _explain_away(system: tuple[np.ndarray, ...], alive: np.ndarray, min_snr: fl
     """Step 2: drop the lowest-SNR source under ``min_snr`` and solve again, until none is."""
     alive = alive.copy()
     while True:
-        amplitude, error = _solve(*system, alive, model_error)
+        amplitude, error = solve_amplitudes(*system, alive, model_error)
         snr = np.where(alive, amplitude / error, np.inf)
         worst = int(np.argmin(snr))
         if not alive.any() or snr[worst] >= min_snr:
@@ -247,29 +156,6 @@ def _merge_close(params: np.ndarray, alive: np.ndarray, order: np.ndarray, merge
 # ---------------------------------------------------------------- step 3: shapes on windows
 
 
-def _local_size(half: int, core: int) -> int:
-    """The FFT side for a window's model: ≥ the window plus the core's reach on each side (no wrap), fast."""
-    from scipy import fft
-
-    return fft.next_fast_len(2 * (half + core) + 1, real=True)
-
-
-def _local_image(p5: jax.Array, core_hat: jax.Array, *, half: int, core: int) -> jax.Array:
-    """Gₖ ⊛ P_core on a (2·half + 1)² window; p5 in window pixels (its centre pixel is (half, half))."""
-    n = _local_size(half, core)
-    ky, kx = _frequencies((n, n))
-    inner = slice(core, core + 2 * half + 1)
-    return jnp.fft.irfft2(_gaussian_hat(p5, ky, kx, float(core)) * core_hat, s=(n, n))[inner, inner]
-
-
-def _correlate(x: jax.Array, corr_hat: jax.Array, *, half: int, core: int) -> jax.Array:
-    """ρ ⊛ x for a window image x (2·half + 1)², zero outside."""
-    n = _local_size(half, core)
-    inner = slice(core, core + 2 * half + 1)
-    grid = jnp.zeros((n, n), x.dtype).at[inner, inner].set(x)
-    return jnp.fft.irfft2(jnp.fft.rfft2(grid) * corr_hat, s=(n, n))[inner, inner]
-
-
 _LINE_OF = jnp.array([0, 0, 0, 0, 0, 0, 1, 2])  # each Jacobian column's line factor: L, ∂L/∂z, ∂L/∂ln σz
 _IMAGE_OF = jnp.array([0, 1, 2, 3, 4, 5, 0, 0])  # ... and image factor: X, ∂X/∂(x, y, u, v, w)
 
@@ -286,17 +172,17 @@ def _window_fit(data: jax.Array, mask: jax.Array, weights: jax.Array, z0: jax.Ar
     zz = z0 + jnp.arange(data.shape[0], dtype=jnp.float32)
 
     def image(p5: jax.Array) -> jax.Array:
-        return _local_image(p5, core_hat, half=half, core=core) * mask
+        return local_image(p5, core_hat, half=half, core=core) * mask
 
     def factors(t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(lines (3, Wz): L and its 2 derivatives, images (6, S, S): X and its 5 derivatives)."""
         images = jnp.concatenate([image(t[1:6])[None], jnp.moveaxis(jax.jacfwd(image)(t[1:6]), -1, 0)])
-        line = lambda q: _line(zz, q)  # noqa: E731
+        line = lambda q: line_profile(zz, q)  # noqa: E731
         lines = jnp.concatenate([line(t[6:8])[None], jax.jacfwd(line)(t[6:8]).T])
         return lines, images
 
     def cost(t: jax.Array) -> jax.Array:
-        r = data - t[0] * _line(zz, t[6:8])[:, None, None] * image(t[1:6])[None]
+        r = data - t[0] * line_profile(zz, t[6:8])[:, None, None] * image(t[1:6])[None]
         return jnp.sum(weights[:, None, None] * r * r)
 
     def grams(t: jax.Array, lines: jax.Array, left: jax.Array, right: jax.Array) -> jax.Array:
@@ -321,7 +207,7 @@ def _window_fit(data: jax.Array, mask: jax.Array, weights: jax.Array, z0: jax.Ar
 
     theta, _, _ = jax.lax.fori_loop(0, LM_ITERATIONS, step, (theta, cost(theta), jnp.float32(1e-3)))
     lines, images = factors(theta)
-    correlated = jax.vmap(lambda x: _correlate(x, corr_hat, half=half, core=core))(images) * mask
+    correlated = jax.vmap(lambda x: correlate_window(x, corr_hat, half=half, core=core))(images) * mask
     inverse = jnp.linalg.pinv(grams(theta, lines, images, images))
     return theta, inverse @ grams(theta, lines, images, correlated) @ inverse
 
@@ -351,7 +237,7 @@ def _refine_shapes(line_pad: jax.Array, mask_pad: jax.Array, weights: jax.Array,
         mask = jax.lax.dynamic_slice(mask_pad, (cy, cx), (size, size))
         others = jax.lax.dynamic_slice(images_pad, (0, cy, cx), (images_pad.shape[0], size, size))
         zz = z0 + jnp.arange(chans, dtype=jnp.float32)
-        others_lines = jax.vmap(lambda q: _line(zz, q))(params[:, 5:7])
+        others_lines = jax.vmap(lambda q: line_profile(zz, q))(params[:, 5:7])
         data = window - jnp.einsum("j,jz,jyx->zyx", live.at[k].set(0.0), others_lines, others)
         shift = jnp.zeros(8, jnp.float32).at[1].set(cx - half).at[2].set(cy - half)  # field = window + shift
         theta = jnp.concatenate([amplitude[k][None], p]) - shift
@@ -368,13 +254,6 @@ def _refine_shapes(line_pad: jax.Array, mask_pad: jax.Array, weights: jax.Array,
 # ---------------------------------------------------------------- the fit
 
 
-def _fft_shape(field: tuple[int, int], psf: np.ndarray) -> tuple[int, int]:
-    """A fast FFT grid on which Gₖ ⊛ P over the field does not wrap: ≥ field + the PSF's half extent."""
-    from scipy import fft
-
-    return tuple(fft.next_fast_len(n + h // 2 + 1, real=True) for n, h in zip(field, psf.shape))  # type: ignore[return-value]
-
-
 def _padded(n: int) -> int:
     return max(_PAD, -(-n // _PAD) * _PAD)
 
@@ -385,8 +264,8 @@ def _bucket(n: int) -> int:
 
 
 def _parameters(guesses: Sequence[Guess], k: int) -> np.ndarray:
-    """(k, 7): x, y, u, v, w (:func:`_shape_to_cholesky`), z, ln σz; rows past the guesses copy the first (dead)."""
-    rows = [[g.x, g.y, *_shape_to_cholesky(g.fwhm_x, g.fwhm_y, g.pa), g.z,
+    """(k, 7): x, y, u, v, w (:func:`~dfjax.pipeline.forward.shape_to_cholesky`), z, ln σz; rows past the guesses copy the first (dead)."""
+    rows = [[g.x, g.y, *shape_to_cholesky(g.fwhm_x, g.fwhm_y, g.pa), g.z,
              np.log(np.clip(g.fwhm_z / FWHM_PER_SIGMA, MIN_SIGMA_CHAN, MAX_SIGMA_CHAN))] for g in guesses]
     rows += [rows[0]] * (k - len(rows))
     return np.asarray(rows, np.float32)
@@ -414,7 +293,7 @@ def fit_scene(scene: Scene, guesses: Sequence[Guess], *, min_snr: float, rounds:
     Before each amplitude solve, of two sources within ``merge_px`` whose lines overlap the weaker
     is dropped (:func:`_merge_close`): weaker by its SNR alone in the first round, by the last
     joint SNR after. ``model_error``: the fraction of each source's model counted as noise where
-    another is measured (:func:`_solve`)."""
+    another is measured (:func:`~dfjax.pipeline.forward.solve_amplitudes`)."""
     if not guesses:
         return []
     line = jnp.asarray(np.nan_to_num(scene.line), jnp.float32)
@@ -425,26 +304,26 @@ def fit_scene(scene: Scene, guesses: Sequence[Guess], *, min_snr: float, rounds:
     params = jnp.asarray(_parameters(guesses, k))
     alive = np.arange(k) < len(guesses)
     bounds = jnp.asarray(_bounds(np.asarray(params), max_shift_px))
-    fft_shape = _fft_shape((ny, nx), scene.psf)
-    psf_hat = _kernel_hat(scene.psf.astype(np.float32), fft_shape)
-    corr_hat = _kernel_hat(scene.correlation.astype(np.float32), fft_shape)
+    fft_shape = fft_grid((ny, nx), scene.psf)
+    psf_hat = kernel_hat(scene.psf.astype(np.float32), fft_shape)
+    corr_hat = kernel_hat(scene.correlation.astype(np.float32), fft_shape)
     half, chans = int(window_half_px), int(min(window_chan, nz))
     core = int(min(core_half_px, scene.psf.shape[0] // 2, scene.psf.shape[1] // 2))
-    n_local = _local_size(half, core)
+    n_local = local_size(half, core)
     c = scene.psf.shape[0] // 2, scene.psf.shape[1] // 2
-    core_hat = _kernel_hat(scene.psf[c[0] - core : c[0] + core + 1, c[1] - core : c[1] + core + 1].astype(np.float32),
+    core_hat = kernel_hat(scene.psf[c[0] - core : c[0] + core + 1, c[1] - core : c[1] + core + 1].astype(np.float32),
                            (n_local, n_local))  # fmt: skip
     rc = min(core, scene.correlation.shape[0] // 2)
     cc = scene.correlation.shape[0] // 2
-    local_corr_hat = _kernel_hat(scene.correlation[cc - rc : cc + rc + 1, cc - rc : cc + rc + 1].astype(np.float32),
+    local_corr_hat = kernel_hat(scene.correlation[cc - rc : cc + rc + 1, cc - rc : cc + rc + 1].astype(np.float32),
                                  (n_local, n_local))  # fmt: skip
     line_pad = jnp.pad(line, ((0, 0), (half, half), (half, half)))
     mask_pad = jnp.pad(jnp.ones((ny, nx), jnp.float32), half)
     covariance = np.zeros((k, 8, 8))
     snr = None
     for round_ in range(rounds + 1):
-        images, correlated = _field_images(params, psf_hat, corr_hat, field=(ny, nx), fft_shape=fft_shape)
-        system = tuple(np.asarray(v, np.float64) for v in _amplitude_system(line, weights, params, images, correlated))
+        images, correlated = field_images(params, psf_hat, corr_hat, field=(ny, nx), fft_shape=fft_shape)
+        system = tuple(np.asarray(v, np.float64) for v in amplitude_system(line, weights, params, images, correlated))
         # the first round ranks each source by its SNR alone, later ones by the last joint SNR
         ranking = system[0] / np.sqrt(np.maximum(np.diag(system[2]), 1e-300)) if snr is None else snr
         alive = _merge_close(np.asarray(params), alive, np.argsort(-ranking, kind="stable"), merge_px)
@@ -463,8 +342,8 @@ def fit_scene(scene: Scene, guesses: Sequence[Guess], *, min_snr: float, rounds:
             for i in np.flatnonzero(alive)]  # fmt: skip
 
 
-_SIGMAS = jax.jit(lambda p: _cholesky_to_sigmas(p[0], p[1], p[2]))
-_SIGMAS_JACOBIAN = jax.jit(jax.jacfwd(lambda p: _cholesky_to_sigmas(p[0], p[1], p[2])))
+_SIGMAS = jax.jit(lambda p: cholesky_to_sigmas(p[0], p[1], p[2]))
+_SIGMAS_JACOBIAN = jax.jit(jax.jacfwd(lambda p: cholesky_to_sigmas(p[0], p[1], p[2])))
 
 
 def _fitted(index: int, p: np.ndarray, amplitude: float, snr: float, cov: np.ndarray) -> Fitted:
@@ -498,10 +377,10 @@ def scene_model(scene: Scene, sources: Sequence[Fitted]) -> np.ndarray:
         return np.zeros((nz, ny, nx), np.float32)
     guesses = [Guess(x=s.x, y=s.y, fwhm_x=s.fwhm_x, fwhm_y=s.fwhm_y, pa=s.pa, z=s.z, fwhm_z=s.fwhm_z) for s in sources]
     params = jnp.asarray(_parameters(guesses, _padded(len(sources))))
-    fft_shape = _fft_shape((ny, nx), scene.psf)
-    hat = _kernel_hat(scene.psf.astype(np.float32), fft_shape)
-    images, _ = _field_images(params, hat, hat, field=(ny, nx), fft_shape=fft_shape)
+    fft_shape = fft_grid((ny, nx), scene.psf)
+    hat = kernel_hat(scene.psf.astype(np.float32), fft_shape)
+    images, _ = field_images(params, hat, hat, field=(ny, nx), fft_shape=fft_shape)
     z = jnp.arange(nz, dtype=jnp.float32)
-    lines = jax.vmap(lambda q: _line(z, q))(params[:, 5:7])
+    lines = jax.vmap(lambda q: line_profile(z, q))(params[:, 5:7])
     amplitude = jnp.zeros(params.shape[0]).at[: len(sources)].set(jnp.asarray([s.amplitude for s in sources]))
     return np.asarray(jnp.einsum("k,kz,kyx->zyx", amplitude, lines, images), np.float32)

@@ -19,7 +19,7 @@ draws: a 2-D Gaussian seen through the dirty beam, times a Gaussian line.
 
 The candidates are not sources yet: each is refined (:mod:`dfjax.pipeline.refine`) and must pass
 the same line-SNR cut as every other detection, and one found twice is merged
-(:func:`dfjax.pipeline.run.refine_detections`). Sidelobes of a bright source share its spectrum
+(:func:`dfjax.pipeline.deblend.refine_detections`). Sidelobes of a bright source share its spectrum
 and so pass a line search: they are the reason for the cut and the merging, and why candidates
 come strongest first.
 
@@ -39,15 +39,13 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import fft, ndimage, signal
 
+from dfjax.maths import FWHM_PER_SIGMA, gaussian_1d, gaussian_2d, robust_std
 from dfjax.pipeline.characterise import Morphology, model_box
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection, focused_detection
-from dfjax.pipeline.model3d import gaussian_1d, gaussian_2d
-from dfjax.maths import MAD_TO_STD
-from dfjax.maths import FWHM_PER_SIGMA
 
 __all__ = ["RESIDUAL", "SEARCHED", "SearchPeak", "channel_noise", "line_cube", "line_search", "peak_detections",
-           "remove_continuum", "residual_search", "searched_detections", "source_line_model"]
+           "remove_continuum", "residual_search", "search_peaks", "searched_detections", "source_line_model"]
 
 _DEFAULTS = PipelineConfig()
 SEARCHED = "searched"  # the flag of a source the line search found
@@ -84,7 +82,7 @@ def remove_continuum(cube: np.ndarray, *, clip: float = 3.0, exclude: np.ndarray
     z_lo, z_hi = (h - 1) / 2.0, h + (nz - h - 1) / 2.0
     z = np.arange(nz, dtype=np.float32)[:, None, None]
     residual = cube - (lo + (hi - lo) * (z - z_lo) / (z_hi - z_lo))
-    spread = MAD_TO_STD * np.median(np.abs(residual - np.median(residual, axis=0)), axis=0)
+    spread = robust_std(residual, axis=0)
     w = (np.abs(residual) <= clip * spread).astype(np.float32)
     if exclude is not None:
         w[exclude] = 0.0
@@ -111,7 +109,7 @@ def _spatial_kernel(fwhm_px: float) -> np.ndarray:
 
 def _robust_sigma(values: np.ndarray) -> float:
     sample = values[:, ::NOISE_STRIDE, ::NOISE_STRIDE].ravel()
-    return float(MAD_TO_STD * np.median(np.abs(sample - np.median(sample))))
+    return float(robust_std(sample))
 
 
 def line_cube(cube: np.ndarray, *, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -132,7 +130,7 @@ def channel_noise(cube: np.ndarray, *, line: np.ndarray | None = None) -> np.nda
     cube's :func:`line_cube`, when already made."""
     line = line_cube(cube) if line is None else line
     sample = line[:, ::NOISE_STRIDE, ::NOISE_STRIDE].reshape(line.shape[0], -1).astype(np.float64)
-    return MAD_TO_STD * np.median(np.abs(sample - np.median(sample, axis=1, keepdims=True)), axis=1)
+    return robust_std(sample, axis=1)
 
 
 def line_search(cube: np.ndarray, config: PipelineConfig = _DEFAULTS, *, line: np.ndarray | None = None
@@ -140,11 +138,12 @@ def line_search(cube: np.ndarray, config: PipelineConfig = _DEFAULTS, *, line: n
     """Matched-filter candidates (module docstring) in a dirty cube (nz, ny, nx) → at most
     ``search.max_candidates`` peaks, strongest first. ``line``: the cube's :func:`line_cube`, when
     already made."""
-    return _search(line_cube(cube) if line is None else line, config)
+    return search_peaks(line_cube(cube) if line is None else line, config)
 
 
-def _search(line: np.ndarray, config: PipelineConfig) -> list[SearchPeak]:
-    """Steps 2–4 of the module docstring on a continuum-free cube (nz, ny, nx)."""
+def search_peaks(line: np.ndarray, config: PipelineConfig = _DEFAULTS) -> list[SearchPeak]:
+    """Steps 2–4 of the module docstring on a continuum-free cube (nz, ny, nx), e.g. a
+    :func:`line_cube` or one with a model subtracted → as :func:`line_search`."""
     s = config.search
     ny, nx = line.shape[1:]
     kernels = [_spatial_kernel(f) for f in s.fwhm_px]
@@ -218,7 +217,7 @@ def residual_search(cube: np.ndarray, psf: np.ndarray, sources: Sequence[tuple[D
     shapes) subtracted (:func:`source_line_model`): candidates a brighter source's response hid.
     ``line``: the cube's :func:`line_cube`, when already made."""
     line = line_cube(cube) if line is None else line
-    return _search(line - source_line_model(line, psf, sources), config)
+    return search_peaks(line - source_line_model(line, psf, sources), config)
 
 
 def peak_detections(cube: np.ndarray, peaks: Sequence[SearchPeak], config: PipelineConfig = _DEFAULTS, *,
@@ -238,6 +237,6 @@ def peak_detections(cube: np.ndarray, peaks: Sequence[SearchPeak], config: Pipel
 def searched_detections(cube: np.ndarray, config: PipelineConfig = _DEFAULTS, *, line: np.ndarray | None = None
                         ) -> tuple[list[Detection], list[Morphology]]:  # fmt: skip
     """:func:`line_search`'s candidates as detections (flagged ``"searched"``) and first-guess shapes,
-    ready for :func:`dfjax.pipeline.run.refine_detections`. ``line``: the cube's :func:`line_cube`,
+    ready for :func:`dfjax.pipeline.deblend.refine_detections`. ``line``: the cube's :func:`line_cube`,
     when already made."""
     return peak_detections(cube, line_search(cube, config, line=line), config)

@@ -26,7 +26,7 @@ from dfjax.input_pipeline.transforms import (
     channel_range,
     standardise,
 )
-from dfjax.maths import FWHM_PER_SIGMA
+from dfjax.maths import FWHM_PER_SIGMA, line_free_continuum
 from dfjax.pipeline._apply import Model, apply_batched
 from dfjax.pipeline.config import PipelineConfig
 
@@ -117,8 +117,7 @@ def find_lines(denoised: np.ndarray, config: PipelineConfig = _DEFAULTS) -> list
     y = np.nan_to_num(np.asarray(denoised, np.float64), nan=0.0)
     if y.ndim != 1:
         raise ValueError(f"expected one spectrum (L,), got shape {y.shape}")
-    peaks, _ = signal.find_peaks(y, height=s.peak_height, prominence=s.peak_prominence or None,
-                                 distance=s.min_peak_distance_chan)  # fmt: skip
+    peaks, _ = signal.find_peaks(y, height=s.peak_height)
     if len(peaks) == 0:
         return []
     widths = signal.peak_widths(y, peaks, rel_height=0.5)[0]
@@ -143,9 +142,9 @@ def refit_line(spectrum: np.ndarray, line: Line, config: PipelineConfig = _DEFAU
     ×/÷ 2.5, is not trusted: the line comes back unchanged."""
     y = np.asarray(spectrum, np.float64)
     z = np.arange(len(y), dtype=np.float64)
-    far = np.abs(z - line.z) > 3 * line.fwhm_z
-    if far.sum() >= config.spectra.min_continuum_channels:
-        y = y - np.polyval(np.polyfit(z[far], y[far], 1), z)
+    continuum = line_free_continuum(y, line.z, line.fwhm_z, min_channels=config.spectra.min_continuum_channels)
+    if continuum is not None:
+        y = y - continuum
     half = max(2.5 * line.fwhm_z, 5.0)
     window = np.abs(z - line.z) <= half
     if window.sum() < 4:

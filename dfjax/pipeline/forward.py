@@ -1,0 +1,165 @@
+"""The scene's forward model (:mod:`dfjax.pipeline.scene`), in JAX: each source's Gaussian in
+Fourier space seen through the beam, its line, and the linear system of the amplitudes.
+
+A source's image is parameterised by p5 = (x, y, u, v, w): its centre in pixels and the
+log-Cholesky factor of its precision, exp(−½ |M d|²) with M = [[eᵘ, w], [0, eᵛ]]
+(:func:`shape_to_cholesky`; every ellipse once, a circle no special case); its line by
+q = (z, ln σz) (:func:`line_profile`). Images are made on rfft2 grids: over the whole field
+(:func:`field_images`, on a :func:`fft_grid` that does not wrap) or on a source's window
+(:func:`local_image`, :func:`correlate_window`, on a :func:`local_size` grid).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dfjax.maths import FWHM_PER_SIGMA
+
+__all__ = ["MAX_SIGMA_CHAN", "MAX_SIGMA_PX", "MIN_SIGMA_CHAN", "MIN_SIGMA_PX", "amplitude_system",
+           "cholesky_to_sigmas", "correlate_window", "fft_grid", "field_images", "frequencies",
+           "gaussian_hat", "kernel_hat", "line_profile", "local_image", "local_size", "shape_to_cholesky",
+           "solve_amplitudes"]  # fmt: skip
+
+MIN_SIGMA_PX = 0.25  # intrinsic widths are bounded to [this, MAX_SIGMA_PX]; an unresolved source sits near the floor
+MAX_SIGMA_PX = 20.0
+MIN_SIGMA_CHAN, MAX_SIGMA_CHAN = 1.0 / FWHM_PER_SIGMA, 30.0 / FWHM_PER_SIGMA
+
+
+def shape_to_cholesky(fwhm_x: float, fwhm_y: float, pa_deg: float) -> tuple[float, float, float]:
+    """sim.sky's (FWHMs along x', y'; pa) → (u, v, w): the unit-peak Gaussian is
+    exp(−½ |M d|²), d = (dx, dy), M = [[eᵘ, w], [0, eᵛ]] (log-Cholesky of the precision: every
+    ellipse once, a circle no special case)."""
+    sx, sy = (max(f / FWHM_PER_SIGMA, MIN_SIGMA_PX) for f in (fwhm_x, fwhm_y))
+    c, s = np.cos(np.deg2rad(pa_deg)), np.sin(np.deg2rad(pa_deg))
+    rotation = np.array([[c, -s], [s, c]])  # (x', y') = rotation @ (dx, dy)
+    precision = rotation.T @ np.diag([sx ** -2, sy ** -2]) @ rotation
+    m = np.linalg.cholesky(precision).T  # upper triangular, MᵀM = precision
+    return float(np.log(m[0, 0])), float(np.log(m[1, 1])), float(m[0, 1])
+
+
+def cholesky_to_sigmas(u: jax.Array, v: jax.Array, w: jax.Array) -> jax.Array:
+    """(u, v, w) → (σ₁, σ₂, θ): the ellipse's widths along its axes and the sim.sky angle of σ₁'s axis."""
+    a, b, c = jnp.exp(2 * u), jnp.exp(u) * w, w * w + jnp.exp(2 * v)  # precision [[a, b], [b, c]]
+    mean, half_gap = 0.5 * (a + c), jnp.sqrt(0.25 * (a - c) ** 2 + b * b)
+    lam1, lam2 = mean - half_gap, mean + half_gap  # the smaller precision is the wider axis
+    angle = 0.5 * jnp.arctan2(2 * b, a - c)  # the axis of the larger eigenvalue, from +x
+    # x' of sim.sky points along (cos pa, −sin pa): the wider axis is perpendicular to `angle`
+    theta = -(angle + jnp.pi / 2)
+    return jnp.stack([lam1 ** -0.5, lam2 ** -0.5, theta])
+
+
+def gaussian_hat(p5: jax.Array, ky: jax.Array, kx: jax.Array, offset: float) -> jax.Array:
+    """The DFT of the Gaussian of p5 = (x, y, u, v, w) (:func:`shape_to_cholesky`): its continuous,
+    band-limited transform on a grid whose index is the coordinate + ``offset``; ky (n, 1) and kx
+    (1, n//2 + 1) in radians per pixel (rfft2 layout).
+
+    With M⁻¹ = [[a, b], [0, d]] (a = e⁻ᵘ, d = e⁻ᵛ, b = −w·a·d) the covariance is M⁻¹M⁻ᵀ, so
+    Ĝ(k) = 2π·a·d · exp(−½ |M⁻ᵀk|²) · e^(−i k·(r₀ + offset)).
+    """
+    a, d = jnp.exp(-p5[2]), jnp.exp(-p5[3])
+    b = -p5[4] * a * d
+    quad = (a * kx) ** 2 + (b * kx + d * ky) ** 2
+    phase = -(kx * (p5[0] + offset) + ky * (p5[1] + offset))
+    return (2.0 * jnp.pi * a * d) * jnp.exp(-0.5 * quad) * jax.lax.complex(jnp.cos(phase), jnp.sin(phase))
+
+
+def frequencies(shape: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+    """(ky (n0, 1), kx (1, n1//2 + 1)) in radians per pixel for an rfft2 of ``shape``."""
+    return (jnp.asarray(2 * np.pi * np.fft.fftfreq(shape[0]), jnp.float32)[:, None],
+            jnp.asarray(2 * np.pi * np.fft.rfftfreq(shape[1]), jnp.float32)[None, :])  # fmt: skip
+
+
+def line_profile(z: jax.Array, q: jax.Array) -> jax.Array:
+    """Unit-peak Gaussian line over channels z; q = (z0, ln σz)."""
+    return jnp.exp(-0.5 * ((z - q[0]) / jnp.exp(q[1])) ** 2)
+
+
+def kernel_hat(kernel: np.ndarray, shape: tuple[int, int]) -> jax.Array:
+    """rfft2 of an odd-square kernel placed with its centre at (0, 0) on a grid ``shape``."""
+    h0, h1 = kernel.shape[0] // 2, kernel.shape[1] // 2
+    grid = np.zeros(shape, np.float32)
+    grid[: kernel.shape[0], : kernel.shape[1]] = kernel
+    return jnp.fft.rfft2(jnp.asarray(np.roll(grid, (-h0, -h1), axis=(0, 1))))
+
+
+@functools.partial(jax.jit, static_argnames=("field", "fft_shape"))
+def field_images(params: jax.Array, psf_hat: jax.Array, corr_hat: jax.Array, *, field: tuple[int, int],
+                  fft_shape: tuple[int, int]) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+    """Iₖ = Gₖ ⊛ P and ρ ⊛ Iₖ over the field, (K, ny, nx) each."""
+    ny, nx = field
+    ky, kx = frequencies(fft_shape)
+    g_hat = jax.vmap(lambda p: gaussian_hat(p, ky, kx, 0.0))(params[:, :5])
+    images = jnp.fft.irfft2(g_hat * psf_hat, s=fft_shape)[:, :ny, :nx]
+    correlated = jnp.fft.irfft2(g_hat * psf_hat * corr_hat, s=fft_shape)[:, :ny, :nx]
+    return images, correlated
+
+
+@jax.jit
+def amplitude_system(line: jax.Array, weights: jax.Array, params: jax.Array, images: jax.Array,
+                      correlated: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
+    """(b, Γ, S, H) of :mod:`dfjax.pipeline.scene`'s step 1; Hᵢₖ = (Σz wz² Lᵢ² Lₖ²)·⟨Iᵢ², Iₖ²⟩ weighs source k's
+    model error where source i is measured."""
+    z = jnp.arange(line.shape[0], dtype=jnp.float32)
+    profiles = jax.vmap(lambda q: line_profile(z, q))(params[:, 5:7])  # (K, nz)
+    projected = jnp.einsum("zyx,kyx->kz", line, images)
+    b = jnp.sum(profiles * weights * projected, axis=1)
+    spectral = jnp.einsum("iz,jz->ij", profiles * weights, profiles)
+    gram = spectral * jnp.einsum("iyx,jyx->ij", images, images)
+    noise = spectral * jnp.einsum("iyx,jyx->ij", images, correlated)
+    squared = images * images
+    shadow = jnp.einsum("iz,jz->ij", (profiles * weights) ** 2, profiles**2) * jnp.einsum("iyx,jyx->ij", squared, squared)
+    return b, gram, noise, shadow
+
+
+def solve_amplitudes(b: np.ndarray, gram: np.ndarray, noise: np.ndarray, shadow: np.ndarray, alive: np.ndarray,
+           model_error: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Amplitudes and their standard errors for the ``alive`` sources (0 and inf elsewhere).
+
+    The error adds to the noise's the other sources' model error: each voxel's model is wrong by
+    ``model_error`` × its value (the beam, the continuum and the line shapes are never exact), so
+    a bright source's flank is a noisier place to claim a faint one than the empty field.
+    """
+    k = np.flatnonzero(alive)
+    amplitude, error = np.zeros(len(b)), np.full(len(b), np.inf)
+    if not len(k):
+        return amplitude, error
+    inverse = np.linalg.pinv(gram[np.ix_(k, k)])
+    amplitude[k] = inverse @ b[k]
+    others = shadow[np.ix_(k, k)] * (1.0 - np.eye(len(k)))
+    systematic = model_error**2 * np.diag(inverse) ** 2 * (others @ amplitude[k] ** 2)
+    error[k] = np.sqrt(np.maximum(np.diag(inverse @ noise[np.ix_(k, k)] @ inverse) + systematic, 1e-300))
+    return amplitude, error
+
+
+def local_size(half: int, core: int) -> int:
+    """The FFT side for a window's model: ≥ the window plus the core's reach on each side (no wrap), fast."""
+    from scipy import fft
+
+    return fft.next_fast_len(2 * (half + core) + 1, real=True)
+
+
+def local_image(p5: jax.Array, core_hat: jax.Array, *, half: int, core: int) -> jax.Array:
+    """Gₖ ⊛ P_core on a (2·half + 1)² window; p5 in window pixels (its centre pixel is (half, half))."""
+    n = local_size(half, core)
+    ky, kx = frequencies((n, n))
+    inner = slice(core, core + 2 * half + 1)
+    return jnp.fft.irfft2(gaussian_hat(p5, ky, kx, float(core)) * core_hat, s=(n, n))[inner, inner]
+
+
+def correlate_window(x: jax.Array, corr_hat: jax.Array, *, half: int, core: int) -> jax.Array:
+    """ρ ⊛ x for a window image x (2·half + 1)², zero outside."""
+    n = local_size(half, core)
+    inner = slice(core, core + 2 * half + 1)
+    grid = jnp.zeros((n, n), x.dtype).at[inner, inner].set(x)
+    return jnp.fft.irfft2(jnp.fft.rfft2(grid) * corr_hat, s=(n, n))[inner, inner]
+
+
+def fft_grid(field: tuple[int, int], psf: np.ndarray) -> tuple[int, int]:
+    """A fast FFT grid on which Gₖ ⊛ P over the field does not wrap: ≥ field + the PSF's half extent."""
+    from scipy import fft
+
+    return tuple(fft.next_fast_len(n + h // 2 + 1, real=True) for n, h in zip(field, psf.shape))  # type: ignore[return-value]
