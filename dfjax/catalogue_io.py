@@ -124,8 +124,8 @@ COLUMNS: dict[str, ColumnDoc] = {
                                                        "(scene fit only)"),
     "continuum": ColumnDoc("phot.flux.density", "Mean continuum surface brightness"),
     "snr": ColumnDoc("stat.snr", "Signal-to-noise ratio: eq. 17's, or the scene fit's line_snr when it ran"),
-    "line_snr": ColumnDoc("stat.snr", "The scene fit's amplitude over its error, with the cube's correlated noise: "
-                                      "the SNR that kept the source (scene fit only)"),
+    "line_snr": ColumnDoc("stat.snr", "The SNR that kept the source: refinement's matched-line SNR, or the scene "
+                                      "fit's amplitude over its error, with the cube's correlated noise"),
     "x0": ColumnDoc("pos.cartesian.x;stat.min", "Bounding box, first pixel along x"),
     "y0": ColumnDoc("pos.cartesian.y;stat.min", "Bounding box, first pixel along y"),
     "x1": ColumnDoc("pos.cartesian.x;stat.max", "Bounding box, one past the last pixel along x"),
@@ -138,7 +138,7 @@ COLUMNS: dict[str, ColumnDoc] = {
 }
 
 
-OPTIONAL_COLUMNS = ("line_flux_fit", "line_snr")  # written only when some source has a value (the scene fit's)
+OPTIONAL_COLUMNS = ("line_flux_fit", "line_snr")  # written only when some source has a value (refined/scene fit)
 
 
 def km_s_per_channel(cube: Cube, z: float | np.ndarray) -> u.Quantity:

@@ -202,6 +202,8 @@ def test_refine_detections_drops_lines_that_are_continuum_and_merges_one_sources
     assert (morphology[0].x, morphology[0].y) == pytest.approx((35.3, 34.6), abs=0.3)
     assert kept[0].z == pytest.approx(30.0, abs=0.3)
     assert (kept[0].z0, kept[0].z1) == pytest.approx((kept[0].z - kept[0].fwhm_z, kept[0].z + kept[0].fwhm_z))
+    # the record carries the SNR the cut decided on, not the focused one it came in with
+    assert kept[0].line_snr >= 6.0 and np.isnan(detections[0].line_snr)
     # without the cut the continuum "line" stays (the source is still one)
     kept, _ = refine_detections(cube, detections, shapes, CONFIG)
     assert len(kept) == 2

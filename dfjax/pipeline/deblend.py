@@ -111,7 +111,8 @@ ACCOUNTED_LEVEL = 0.5  # a detection whose first guess is inside a kept source's
 def _item(order: int, d: Detection, r: Refined, config: PipelineConfig) -> _Item:
     """A refined detection as an item: its line and emission range, and its shape, from ``r``."""
     k = config.spectra.emission_half_width_fwhm
-    d = dataclasses.replace(d, z=r.z, fwhm_z=r.fwhm_z, z0=r.z - k * r.fwhm_z, z1=r.z + k * r.fwhm_z)
+    d = dataclasses.replace(d, z=r.z, fwhm_z=r.fwhm_z, z0=r.z - k * r.fwhm_z, z1=r.z + k * r.fwhm_z,
+                            line_snr=r.line_snr)  # fmt: skip
     return order, r.line_snr, d, Morphology(x=r.x, y=r.y, fwhm_x=r.fwhm_x, fwhm_y=r.fwhm_y, pa=r.pa)
 
 

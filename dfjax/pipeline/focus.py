@@ -61,7 +61,7 @@ class Detection:
     range (channels, inclusive after rounding), ``z`` and ``fwhm_z`` its line;
     ``image`` (size, size) float32 the focused image (not normalised) and
     ``offset`` (2,) int64 the field (x, y) of its pixel (0, 0); ``snr`` the
-    focused global SNR (eq. 17); ``flags`` ⊆ {"blended", "deblended", "residual", "searched"}
+    focused global SNR (eq. 17), ``line_snr`` refinement's once it ran; ``flags`` ⊆ {"blended", "deblended", "residual", "searched"}
     ("searched": found by the line search, :mod:`dfjax.pipeline.search`; "residual": by its
     second pass, with the first sources subtracted).
     """
@@ -75,6 +75,7 @@ class Detection:
     offset: np.ndarray
     snr: float
     flags: frozenset[str] = frozenset()
+    line_snr: float = float("nan")  # refinement's line SNR, the one its cut decided on (deblend.py)
 
 
 def pixel_snr(image: np.ndarray, *, spread: str = "std") -> np.ndarray:

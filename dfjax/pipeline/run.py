@@ -14,7 +14,9 @@ Re-exported here: :class:`Models` and :data:`MODEL_NAMES` (:mod:`dfjax.pipeline.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -34,32 +36,54 @@ from dfjax.pipeline.spectra import characterise_spectra
 __all__ = ["MODEL_NAMES", "Models", "Source", "catalogue_rows", "measured_sources", "refine_detections", "run_pipeline"]
 
 _DEFAULTS = PipelineConfig()
+T = TypeVar("T")
 
 
 def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEFAULTS, *,
-                 beam_area_px: float = 1.0, psf: np.ndarray | None = None) -> list[Source]:  # fmt: skip
+                 beam_area_px: float = 1.0, psf: np.ndarray | None = None, progress: bool = False) -> list[Source]:  # fmt: skip
     """Steps (i)–(vi): dirty cube (nz, ny, nx), cube units as in training → sources, in detection order.
 
     ``beam_area_px`` (pixels per beam) only scales ``line_flux_measured``; ``psf`` (odd square, unit
     peak at its centre): the beam for the scene fit (``scene.enabled``), else measured on the noise.
+    ``progress``: a bar on stderr names the stage running (a paper-size cube takes tens of seconds).
     """
     cube = np.asarray(cube, np.float32)
     if cube.ndim != 3:
         raise ValueError(f"expected a cube (nz, ny, nx), got shape {cube.shape}")
     models.check(nz=cube.shape[0])
     clean = np.nan_to_num(cube, nan=0.0) if not np.isfinite(cube).all() else cube
-    boxes = detect(models.blobs_finder, clean, config)  # (i)
-    candidates = characterise_spectra(models.deep_gru, clean, boxes, config)  # (ii)
-    detections = focus_candidates(clean, candidates, config)  # (iii)
-    shapes = estimate_morphology(models.resnet_fwhm_x, models.resnet_fwhm_y, models.resnet_pa, detections,
-                                 config, cube=clean)  # (iv)  # fmt: skip
+    refit = "scene fit" if config.scene.enabled else "refine" if config.characterise.refine_iterations > 0 else None
+    step = _stages(["detect", "spectra", "focus", "morphology", *([refit] if refit else []), "measure"], progress)
+    boxes = step(detect(models.blobs_finder, clean, config))  # (i)
+    candidates = step(characterise_spectra(models.deep_gru, clean, boxes, config))  # (ii)
+    detections = step(focus_candidates(clean, candidates, config))  # (iii)
+    shapes = step(estimate_morphology(models.resnet_fwhm_x, models.resnet_fwhm_y, models.resnet_pa, detections,
+                                      config, cube=clean))  # (iv)  # fmt: skip
     fitted = None
     if config.scene.enabled:  # (iv′) every source fitted jointly through the beam, the line search's too
-        detections, fitted = scene_sources(clean, detections, shapes, config, psf=psf)
+        detections, fitted = step(scene_sources(clean, detections, shapes, config, psf=psf))
         shapes = [Morphology(x=f.x, y=f.y, fwhm_x=f.fwhm_x, fwhm_y=f.fwhm_y, pa=f.pa) for f in fitted]
     elif config.characterise.refine_iterations > 0:  # (ii′) the line search, (iv′) refinement and the cut
-        detections, shapes = refined_sources(clean, detections, shapes, config)
-    return measured_sources(clean, models, detections, shapes, config, fitted=fitted, beam_area_px=beam_area_px)
+        detections, shapes = step(refined_sources(clean, detections, shapes, config))
+    return step(measured_sources(clean, models, detections, shapes, config, fitted=fitted,
+                                 beam_area_px=beam_area_px))  # fmt: skip
+
+
+def _stages(names: Sequence[str], enabled: bool) -> Callable[[T], T]:
+    """``step(result)`` after each stage: the bar on stderr advances and names the next one; closed after the last."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(names), unit="stage", desc=names[0], leave=False, disable=not enabled, file=sys.stderr)
+
+    def step(result: T) -> T:
+        bar.update()
+        if bar.n < len(names):
+            bar.set_description(names[bar.n])
+        else:
+            bar.close()
+        return result
+
+    return step
 
 
 def measured_sources(cube: np.ndarray, models: Models, detections: Sequence[Detection],
@@ -82,5 +106,6 @@ def measured_sources(cube: np.ndarray, models: Models, detections: Sequence[Dete
             x=m.x, y=m.y, z=d.z, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, fwhm_z=d.fwhm_z,
             peak_flux=measured.peak_flux, line_flux=float(line_flux), line_flux_measured=measured.line_flux,
             continuum=measured.continuum, snr=d.snr, x0=x0, y0=y0, x1=x1, y1=y1, z0=d.z0, z1=d.z1,
-            flags=tuple(sorted(d.flags)), **(fit_columns(fitted[i]) if fitted is not None else {})))  # fmt: skip
+            flags=tuple(sorted(d.flags)), line_snr=d.line_snr,
+            **(fit_columns(fitted[i]) if fitted is not None else {})))  # fmt: skip
     return sources

@@ -52,7 +52,7 @@ class Source:
     z0: float
     z1: float
     flags: tuple[str, ...] = ()
-    line_snr: float = float("nan")  # the SNR that decided: the joint fit's A/σ(A) (scene.enabled)
+    line_snr: float = float("nan")  # the SNR that decided: refinement's line SNR, or the joint fit's A/σ(A)
     line_flux_fit: float = float("nan")  # the fitted model's Σ, cube units · channels (as line_flux_measured)
     err_x: float = float("nan")  # 1σ errors from the joint fit's covariance (scene.enabled), else NaN
     err_y: float = float("nan")
