@@ -18,7 +18,7 @@ Every input is checked before the models are loaded and before anything is writt
 cube, a cube with fewer channels than the saved Deep GRU can use (read from its ``model.json``,
 no model built), a bad setting, a missing or incompatible model directory or an unwritable
 output ends the run with a one-line message and exit status 2, and no file is written. The
-models are loaded once. A progress bar counts the cubes and, within a large cube, its windows.
+models are loaded once. A progress bar counts the cubes and, within a cube, its windows and the stage running.
 
 This module never imports training code; the models come from ``Models.load`` of
 :mod:`dfjax.pipeline.models` (the six checkpoints that ``dvc repro`` puts in ``models/``).
@@ -64,10 +64,10 @@ def _default_loader(model_dir: Path) -> Any:
     return Models.load(model_dir)
 
 
-def _default_runner(beam_area_px: float, psf: Any = None) -> Runner:
+def _default_runner(beam_area_px: float, psf: Any = None, *, progress: bool = False) -> Runner:
     from dfjax.pipeline.run import run_pipeline
 
-    return functools.partial(run_pipeline, beam_area_px=beam_area_px, psf=psf)
+    return functools.partial(run_pipeline, beam_area_px=beam_area_px, psf=psf, progress=progress)
 
 
 def cube_psf(cube: Cube, config: Any, psf_file: str | Path | None = None) -> Any:
@@ -164,7 +164,7 @@ def infer_cube(cube: Cube | str | Path, models: Any, config: Any = None, *, runn
     ``psf_file``: the cube's PSF image for the scene fit (:func:`cube_psf`)."""
     cube = cube if isinstance(cube, Cube) else read_cube(cube)
     config = _default_config() if config is None else config
-    runner = runner or _default_runner(cube.beam_area_px or 1.0, cube_psf(cube, config, psf_file))
+    runner = runner or _default_runner(cube.beam_area_px or 1.0, cube_psf(cube, config, psf_file), progress=progress)
     crop_size, spectrum_length = model_sizes(models)
     _check_channels(cube, spectrum_length)
     if hasattr(config, "detect"):

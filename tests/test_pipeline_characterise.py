@@ -128,6 +128,21 @@ def test_run_pipeline_finds_the_source_at_its_position_and_channel():
         run_pipeline(cube[0], models, config)
 
 
+
+def test_run_pipeline_names_each_stage_on_its_progress_bar(capsys):
+    cube = np.random.default_rng(2).normal(0, 0.01, (32, 48, 48)).astype(np.float32)
+    cube[10:14, 20:26, 20:26] += 1.0
+    models = Models(blobs_finder=_threshold_finder, deep_gru=_minmax_gru, resnet_fwhm_x=_constant(4.0),
+                    resnet_fwhm_y=_constant(4.0), resnet_pa=_constant(0.0), resnet_flux=_constant(7.0))  # fmt: skip
+    config = PipelineConfig().replace(**{"detect.threshold": 0.3})
+    quiet = run_pipeline(cube, models, config)
+    assert capsys.readouterr().err == ""
+    assert run_pipeline(cube, models, config, progress=True) == quiet
+    err = capsys.readouterr().err
+    assert all(name in err for name in ("detect", "spectra", "focus", "morphology", "measure")), err
+    assert "refine" not in err and "scene fit" not in err  # only the stages this configuration runs
+
+
 def test_models_load_and_check_name_incompatible_models(tmp_path):
     from flax import nnx
 
