@@ -106,6 +106,6 @@ def measured_sources(cube: np.ndarray, models: Models, detections: Sequence[Dete
             x=m.x, y=m.y, z=d.z, fwhm_x=m.fwhm_x, fwhm_y=m.fwhm_y, pa=m.pa, fwhm_z=d.fwhm_z,
             peak_flux=measured.peak_flux, line_flux=float(line_flux), line_flux_measured=measured.line_flux,
             continuum=measured.continuum, snr=d.snr, x0=x0, y0=y0, x1=x1, y1=y1, z0=d.z0, z1=d.z1,
-            flags=tuple(sorted(d.flags)), line_snr=d.line_snr,
-            **(fit_columns(fitted[i]) if fitted is not None else {})))  # fmt: skip
+            flags=tuple(sorted(d.flags)),
+            **({"line_snr": d.line_snr} if fitted is None else fit_columns(fitted[i]))))  # fmt: skip
     return sources
