@@ -236,8 +236,9 @@ _log = logging.getLogger(__name__)
 
 
 def _drop_removed(data: Any) -> Any:
-    """``data`` without the :data:`REMOVED` keys it holds: one warning line naming them, or
-    :class:`ConfigError` for one that holds another value than the pipeline now always uses."""
+    """``data`` without the :data:`REMOVED` keys it holds, or :class:`ConfigError` for one that holds
+    another value than the pipeline now always uses. Nothing changes by dropping them, so a normal
+    run with an older tuned file says nothing; the names go to the log at INFO level."""
     if not isinstance(data, dict):
         return data
     dropped = []
@@ -254,7 +255,7 @@ def _drop_removed(data: Any) -> Any:
     if dropped:
         what = (f"{dropped[0]} is no longer a setting" if len(dropped) == 1
                 else f"{', '.join(dropped)} are no longer settings")  # fmt: skip
-        _log.warning("pipeline: %s; ignored (delete from the file, or re-tune with python -m dfjax.eval.tune)", what)
+        _log.info("pipeline: %s; ignored (delete from the file, or re-tune with python -m dfjax.eval.tune)", what)
     return out
 
 
