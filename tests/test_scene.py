@@ -11,7 +11,8 @@ import pytest
 from scipy import signal
 
 from dfjax.maths import gaussian_1d, gaussian_2d
-from dfjax.pipeline.forward import kernel_hat, local_image, local_size
+from dfjax.pipeline.forward import (amplitude_system, far_sidelobe_level, fft_grid, field_images, kernel_hat,
+                                    local_image, local_size, solve_amplitudes)
 from dfjax.pipeline.psf import noise_model
 from dfjax.pipeline.scene import Guess, Scene, _parameters, fit_scene, scene_model
 
@@ -159,3 +160,31 @@ def test_the_pipeline_with_the_scene_fit_reports_the_sources_not_their_sidelobes
     for s in sources:
         assert s.line_snr > 5 and s.snr == s.line_snr and 0 < s.err_x < 0.5 and np.isfinite(s.err_line_flux_fit)
     del jnp
+
+
+def test_sidelobes_past_the_psfs_edge_count_as_noise_for_who_sits_there():
+    # a PSF image that reaches 10 px: a source 35 px from a bright one in its channels gets an error
+    # for the bright one's unmodelled sidelobes there; one 5 px away (modelled) or in other channels does not
+    yy, xx = np.mgrid[-10:11, -10:11]
+    psf = np.exp(-0.5 * (xx**2 + yy**2) / 2.0**2) + 0.02 * (np.maximum(abs(xx), abs(yy)) >= 8)
+    psf /= psf[10, 10]
+    assert far_sidelobe_level(psf) == pytest.approx(0.02, rel=0.05)
+    guesses = [Guess(x=15.0, y=32.0, fwhm_x=4.0, fwhm_y=4.0, pa=0.0, z=10.0, fwhm_z=4.0),  # bright
+               Guess(x=50.0, y=32.0, fwhm_x=4.0, fwhm_y=4.0, pa=0.0, z=10.0, fwhm_z=4.0),  # past the reach
+               Guess(x=20.0, y=32.0, fwhm_x=4.0, fwhm_y=4.0, pa=0.0, z=10.0, fwhm_z=4.0),  # within it
+               Guess(x=50.0, y=40.0, fwhm_x=4.0, fwhm_y=4.0, pa=0.0, z=30.0, fwhm_z=4.0)]  # past it, other channels
+    params = np.asarray(_parameters(guesses, 4))
+    shape = fft_grid((64, 64), psf)
+    images, correlated = field_images(params, kernel_hat(psf.astype(np.float32), shape),
+                                      kernel_hat(np.ones((1, 1), np.float32), shape), field=(64, 64), fft_shape=shape)
+    line = np.zeros((40, 64, 64), np.float32)
+    system = [np.asarray(v, np.float64) for v in amplitude_system(line, np.ones(40, np.float32), params, images,
+                                                                   correlated, np.asarray([10.0, 10.0]), 0.02)]
+    far = system[4]
+    assert far[1, 0] > 0 and far[0, 1] > 0
+    assert far[2, 0] == 0 and np.all(np.diag(far) == 0) and far[3, 0] < 1e-6 * far[1, 0]
+    system[0] = np.asarray([100.0, 1e-4, 1.0, 1e-4]) * np.diag(system[1])  # amplitudes; only the first is bright
+    alive = np.ones(4, bool)
+    _, with_far = solve_amplitudes(*system, alive, 0.0)
+    _, without = solve_amplitudes(*system[:4], np.zeros_like(far), alive, 0.0)
+    assert with_far[1] > 100 * without[1] and with_far[2] == pytest.approx(without[2], rel=1e-3)

@@ -19,7 +19,7 @@ import numpy as np
 
 from dfjax.maths import FWHM_PER_SIGMA
 
-__all__ = ["MAX_SIGMA_CHAN", "MAX_SIGMA_PX", "MIN_SIGMA_CHAN", "MIN_SIGMA_PX", "amplitude_system",
+__all__ = ["MAX_SIGMA_CHAN", "MAX_SIGMA_PX", "MIN_SIGMA_CHAN", "MIN_SIGMA_PX", "amplitude_system", "far_sidelobe_level",
            "cholesky_to_sigmas", "correlate_window", "fft_grid", "field_images", "frequencies",
            "gaussian_hat", "kernel_hat", "line_profile", "local_image", "local_size", "shape_to_cholesky",
            "solve_amplitudes"]  # fmt: skip
@@ -100,28 +100,54 @@ def field_images(params: jax.Array, psf_hat: jax.Array, corr_hat: jax.Array, *, 
 
 @jax.jit
 def amplitude_system(line: jax.Array, weights: jax.Array, params: jax.Array, images: jax.Array,
-                      correlated: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
-    """(b, Γ, S, H) of :mod:`dfjax.pipeline.scene`'s step 1; Hᵢₖ = (Σz wz² Lᵢ² Lₖ²)·⟨Iᵢ², Iₖ²⟩ weighs source k's
-    model error where source i is measured."""
+                      correlated: jax.Array, reach: jax.Array, far_level: jax.Array
+                      ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:  # fmt: skip
+    """(b, Γ, S, H, F) of :mod:`dfjax.pipeline.scene`'s step 1; Hᵢₖ = (Σz wz² Lᵢ² Lₖ²)·⟨Iᵢ², Iₖ²⟩ weighs source
+    k's model error where source i is measured.
+
+    Fᵢₖ: the variance, per unit Aₖ², that source k's **unmodelled** sidelobes add to Aᵢ. The PSF is
+    known only out to ``reach`` (its half extent, y and x pixels); where i lies beyond it from k, the
+    model puts none of k's light at i although the sky does. That light is counted as noise: a
+    sidelobe field of rms ``far_level`` (the PSF's own rms in its outer ring) × k's peak, in k's
+    channels, projected on i's profile as a flat offset over i's image.
+    """
     z = jnp.arange(line.shape[0], dtype=jnp.float32)
     profiles = jax.vmap(lambda q: line_profile(z, q))(params[:, 5:7])  # (K, nz)
     projected = jnp.einsum("zyx,kyx->kz", line, images)
     b = jnp.sum(profiles * weights * projected, axis=1)
     spectral = jnp.einsum("iz,jz->ij", profiles * weights, profiles)
-    gram = spectral * jnp.einsum("iyx,jyx->ij", images, images)
+    inner = jnp.einsum("iyx,jyx->ij", images, images)
+    gram = spectral * inner
     noise = spectral * jnp.einsum("iyx,jyx->ij", images, correlated)
     squared = images * images
     shadow = jnp.einsum("iz,jz->ij", (profiles * weights) ** 2, profiles**2) * jnp.einsum("iyx,jyx->ij", squared, squared)
-    return b, gram, noise, shadow
+    offset = jnp.abs(params[:, None, :2] - params[None, :, :2])  # (K, K, [x, y])
+    beyond = (offset[..., 0] > reach[1]) | (offset[..., 1] > reach[0])
+    peak = jnp.max(jnp.abs(images), axis=(1, 2))
+    per_unit = far_level * peak[None, :] * spectral * jnp.sum(images, axis=(1, 2))[:, None]
+    per_unit = per_unit / jnp.maximum(jnp.diag(gram), 1e-30)[:, None]
+    far = jnp.where(beyond, per_unit**2, 0.0)
+    return b, gram, noise, shadow, far
 
 
-def solve_amplitudes(b: np.ndarray, gram: np.ndarray, noise: np.ndarray, shadow: np.ndarray, alive: np.ndarray,
-           model_error: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def far_sidelobe_level(psf: np.ndarray, *, ring: float = 0.25) -> float:
+    """The rms of ``psf`` (odd square, unit peak) over its outer ``ring`` of the half extent
+    (Chebyshev distance): the level at which the beam's sidelobes go on past the image's edge."""
+    ny, nx = psf.shape
+    yy, xx = np.indices(psf.shape)
+    distance = np.maximum(np.abs(yy - ny // 2) / max(ny // 2, 1), np.abs(xx - nx // 2) / max(nx // 2, 1))
+    outer = psf[distance >= 1.0 - ring]
+    return float(np.sqrt(np.mean(np.square(outer)))) if outer.size else 0.0
+
+
+def solve_amplitudes(b: np.ndarray, gram: np.ndarray, noise: np.ndarray, shadow: np.ndarray, far: np.ndarray,
+                     alive: np.ndarray, model_error: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Amplitudes and their standard errors for the ``alive`` sources (0 and inf elsewhere).
 
     The error adds to the noise's the other sources' model error: each voxel's model is wrong by
     ``model_error`` × its value (the beam, the continuum and the line shapes are never exact), so
-    a bright source's flank is a noisier place to claim a faint one than the empty field.
+    a bright source's flank is a noisier place to claim a faint one than the empty field; and the
+    sidelobes of sources farther than the PSF reaches (``far``, :func:`amplitude_system`).
     """
     k = np.flatnonzero(alive)
     amplitude, error = np.zeros(len(b)), np.full(len(b), np.inf)
@@ -131,7 +157,8 @@ def solve_amplitudes(b: np.ndarray, gram: np.ndarray, noise: np.ndarray, shadow:
     amplitude[k] = inverse @ b[k]
     others = shadow[np.ix_(k, k)] * (1.0 - np.eye(len(k)))
     systematic = model_error**2 * np.diag(inverse) ** 2 * (others @ amplitude[k] ** 2)
-    error[k] = np.sqrt(np.maximum(np.diag(inverse @ noise[np.ix_(k, k)] @ inverse) + systematic, 1e-300))
+    unmodelled = far[np.ix_(k, k)] @ amplitude[k] ** 2
+    error[k] = np.sqrt(np.maximum(np.diag(inverse @ noise[np.ix_(k, k)] @ inverse) + systematic + unmodelled, 1e-300))
     return amplitude, error
 
 

@@ -50,6 +50,7 @@ from dfjax.pipeline.forward import (
     amplitude_system,
     cholesky_to_sigmas,
     correlate_window,
+    far_sidelobe_level,
     fft_grid,
     field_images,
     kernel_hat,
@@ -319,11 +320,14 @@ def fit_scene(scene: Scene, guesses: Sequence[Guess], *, min_snr: float, rounds:
                                  (n_local, n_local))  # fmt: skip
     line_pad = jnp.pad(line, ((0, 0), (half, half), (half, half)))
     mask_pad = jnp.pad(jnp.ones((ny, nx), jnp.float32), half)
+    reach = jnp.asarray([scene.psf.shape[0] // 2, scene.psf.shape[1] // 2], jnp.float32)
+    far_level = jnp.float32(far_sidelobe_level(scene.psf))  # the beam past its image's edge, as noise
     covariance = np.zeros((k, 8, 8))
     snr = None
     for round_ in range(rounds + 1):
         images, correlated = field_images(params, psf_hat, corr_hat, field=(ny, nx), fft_shape=fft_shape)
-        system = tuple(np.asarray(v, np.float64) for v in amplitude_system(line, weights, params, images, correlated))
+        system = tuple(np.asarray(v, np.float64) for v in amplitude_system(line, weights, params, images, correlated,
+                                                                           reach, far_level))  # fmt: skip
         # the first round ranks each source by its SNR alone, later ones by the last joint SNR
         ranking = system[0] / np.sqrt(np.maximum(np.diag(system[2]), 1e-300)) if snr is None else snr
         alive = _merge_close(np.asarray(params), alive, np.argsort(-ranking, kind="stable"), merge_px)
