@@ -11,7 +11,7 @@ import pytest
 from scipy import signal
 
 from dfjax.maths import gaussian_1d, gaussian_2d
-from dfjax.pipeline.forward import (amplitude_system, far_sidelobe_level, fft_grid, field_images, kernel_hat,
+from dfjax.pipeline.forward import (amplitude_system, far_sidelobes, fft_grid, field_images, kernel_hat,
                                     local_image, local_size, solve_amplitudes)
 from dfjax.pipeline.psf import noise_model
 from dfjax.pipeline.scene import Guess, Scene, _parameters, fit_scene, scene_model
@@ -168,7 +168,9 @@ def test_sidelobes_past_the_psfs_edge_count_as_noise_for_who_sits_there():
     yy, xx = np.mgrid[-10:11, -10:11]
     psf = np.exp(-0.5 * (xx**2 + yy**2) / 2.0**2) + 0.02 * (np.maximum(abs(xx), abs(yy)) >= 8)
     psf /= psf[10, 10]
-    assert far_sidelobe_level(psf) == pytest.approx(0.02, rel=0.05)
+    assert far_sidelobes(psf) == ((10, 10), pytest.approx(0.02, rel=0.05))
+    padded = np.pad(psf, 15)  # zeros where the PSF is not known: the reach is the image's, not the padding's
+    assert far_sidelobes(padded) == ((10, 10), pytest.approx(0.02, rel=0.05))
     guesses = [Guess(x=15.0, y=32.0, fwhm_x=4.0, fwhm_y=4.0, pa=0.0, z=10.0, fwhm_z=4.0),  # bright
                Guess(x=50.0, y=32.0, fwhm_x=4.0, fwhm_y=4.0, pa=0.0, z=10.0, fwhm_z=4.0),  # past the reach
                Guess(x=20.0, y=32.0, fwhm_x=4.0, fwhm_y=4.0, pa=0.0, z=10.0, fwhm_z=4.0),  # within it

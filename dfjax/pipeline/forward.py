@@ -19,7 +19,7 @@ import numpy as np
 
 from dfjax.maths import FWHM_PER_SIGMA
 
-__all__ = ["MAX_SIGMA_CHAN", "MAX_SIGMA_PX", "MIN_SIGMA_CHAN", "MIN_SIGMA_PX", "amplitude_system", "far_sidelobe_level",
+__all__ = ["MAX_SIGMA_CHAN", "MAX_SIGMA_PX", "MIN_SIGMA_CHAN", "MIN_SIGMA_PX", "amplitude_system", "far_sidelobes",
            "cholesky_to_sigmas", "correlate_window", "fft_grid", "field_images", "frequencies",
            "gaussian_hat", "kernel_hat", "line_profile", "local_image", "local_size", "shape_to_cholesky",
            "solve_amplitudes"]  # fmt: skip
@@ -106,9 +106,9 @@ def amplitude_system(line: jax.Array, weights: jax.Array, params: jax.Array, ima
     k's model error where source i is measured.
 
     Fᵢₖ: the variance, per unit Aₖ², that source k's **unmodelled** sidelobes add to Aᵢ. The PSF is
-    known only out to ``reach`` (its half extent, y and x pixels); where i lies beyond it from k, the
+    known only out to ``reach`` (y and x pixels, :func:`far_sidelobes`); where i lies beyond it from k, the
     model puts none of k's light at i although the sky does. That light is counted as noise: a
-    sidelobe field of rms ``far_level`` (the PSF's own rms in its outer ring) × k's peak, in k's
+    sidelobe field of rms ``far_level`` (the PSF's own rms in the outer ring of what is known) × k's peak, in k's
     channels, projected on i's profile as a flat offset over i's image.
     """
     z = jnp.arange(line.shape[0], dtype=jnp.float32)
@@ -130,14 +130,22 @@ def amplitude_system(line: jax.Array, weights: jax.Array, params: jax.Array, ima
     return b, gram, noise, shadow, far
 
 
-def far_sidelobe_level(psf: np.ndarray, *, ring: float = 0.25) -> float:
-    """The rms of ``psf`` (odd square, unit peak) over its outer ``ring`` of the half extent
-    (Chebyshev distance): the level at which the beam's sidelobes go on past the image's edge."""
-    ny, nx = psf.shape
-    yy, xx = np.indices(psf.shape)
-    distance = np.maximum(np.abs(yy - ny // 2) / max(ny // 2, 1), np.abs(xx - nx // 2) / max(nx // 2, 1))
-    outer = psf[distance >= 1.0 - ring]
-    return float(np.sqrt(np.mean(np.square(outer)))) if outer.size else 0.0
+def far_sidelobes(psf: np.ndarray, *, ring: float = 0.25) -> tuple[tuple[int, int], float]:
+    """How far ``psf`` (odd square, unit peak at its centre, zero where unknown) is known, and its level
+    past that: ((reach y, reach x), rms over the outer ``ring`` of the known extent, Chebyshev
+    distance). A PSF image (tclean's is the image's size) padded to the field's reach with zeros is
+    known only where it is not zero; its sidelobes go on past that edge at about this rms."""
+    c0, c1 = psf.shape[0] // 2, psf.shape[1] // 2
+    known = psf != 0
+    rows, cols = np.flatnonzero(known.any(axis=1)), np.flatnonzero(known.any(axis=0))
+    if not len(rows):
+        return (0, 0), 0.0
+    ry, rx = int(min(c0 - rows[0], rows[-1] - c0)), int(min(c1 - cols[0], cols[-1] - c1))
+    core = psf[c0 - ry : c0 + ry + 1, c1 - rx : c1 + rx + 1]
+    yy, xx = np.indices(core.shape)
+    distance = np.maximum(np.abs(yy - ry) / max(ry, 1), np.abs(xx - rx) / max(rx, 1))
+    outer = core[distance >= 1.0 - ring]
+    return (ry, rx), float(np.sqrt(np.mean(np.square(outer)))) if outer.size else 0.0
 
 
 def solve_amplitudes(b: np.ndarray, gram: np.ndarray, noise: np.ndarray, shadow: np.ndarray, far: np.ndarray,

@@ -50,7 +50,7 @@ from dfjax.pipeline.forward import (
     amplitude_system,
     cholesky_to_sigmas,
     correlate_window,
-    far_sidelobe_level,
+    far_sidelobes,
     fft_grid,
     field_images,
     kernel_hat,
@@ -320,8 +320,8 @@ def fit_scene(scene: Scene, guesses: Sequence[Guess], *, min_snr: float, rounds:
                                  (n_local, n_local))  # fmt: skip
     line_pad = jnp.pad(line, ((0, 0), (half, half), (half, half)))
     mask_pad = jnp.pad(jnp.ones((ny, nx), jnp.float32), half)
-    reach = jnp.asarray([scene.psf.shape[0] // 2, scene.psf.shape[1] // 2], jnp.float32)
-    far_level = jnp.float32(far_sidelobe_level(scene.psf))  # the beam past its image's edge, as noise
+    known, level = far_sidelobes(scene.psf)  # the beam past the edge of what is known of it, as noise
+    reach, far_level = jnp.asarray(known, jnp.float32), jnp.float32(level)
     covariance = np.zeros((k, 8, 8))
     snr = None
     for round_ in range(rounds + 1):
