@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    the main job: `dvc repro` (simulate -> package -> train -> tune -> evaluate, baselines)
 #   make test   run the test suite
+#   make eval-casa   after `make run`: the held-out CASA cubes (eval_casa/dvc.yaml), scored beside SoFiA-2
 # Both build .venv/ from requirements/lock.txt (exact versions, hashed): every machine, CI
 # included, gets the same environment. `make lock` re-resolves the lock from pyproject.toml.
 PYTHON ?= python3.11
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed
 LOCK_ARGS := pyproject.toml requirements/build.in --extra casa --extra dev --extra pipeline \
 	--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-.PHONY: run test setup lock bench clean
+.PHONY: run test setup lock bench clean eval-casa
 
 setup: $(STAMP)
 
@@ -30,6 +31,13 @@ lock: setup
 # dvc.yaml's commands call `python`: the venv's, first on PATH
 run: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+
+# CASA makes 8 paper-size cubes (~1 h on 2 cores), then models/ and SoFiA-2 score them; SoFiA-2
+# 2.5.1 is built once where eval_casa/params.yaml's `sofia` says, from ../shared/baselines
+SOFIA := $(shell sed -n 's/^sofia: *\([^ #]*\).*/\1/p' eval_casa/params.yaml)
+eval-casa: setup
+	test -x $(SOFIA) || ../shared/baselines/build_sofia2.sh $(dir $(SOFIA))
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro eval_casa/dvc.yaml
 
 test: setup
 	$(PY) -m pytest -n 2 --dist loadfile --durations=10

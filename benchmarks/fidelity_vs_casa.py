@@ -120,7 +120,7 @@ def main() -> None:
     thermal = float(compact.thermal_rms.mean())
     snr = float(observe(model.cube, compact, noise="none").signal_peak) * np.sqrt(1 - args.white_share) / thermal
     t = time.perf_counter()
-    casa_dirty, casa_rms, casa_white, _ = observe_with_casa(model.cube, freqs, obs, compact, mode="paper",
+    casa_dirty, casa_rms, casa_white, *_ = observe_with_casa(model.cube, freqs, obs, compact, mode="paper",
                                                             seed=args.seed, target_snr=snr)  # fmt: skip
     casa_s = time.perf_counter() - t
     fast = observe(model.cube, compact, noise="paper", seed=args.seed, target_snr=snr)

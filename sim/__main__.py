@@ -128,6 +128,7 @@ def run_observe(args: argparse.Namespace) -> None:
         "observation.antenna_config": args.antenna_config, "observation.integration_s": args.integration,
         "observation.total_time_s": args.total_time, "observation.pwv_mm": args.pwv,
         "observation.weighting": args.weighting, "observation.robust": args.robust, "backend": args.backend,
+        "noise.mode": args.noise,  # checked against the product (a PB-corrected cube takes thermal noise only)
     })  # fmt: skip
     out, psf_out, src = Path(args.out), Path(args.psf) if args.psf else None, Path(args.sky)
     for target in filter(None, (out, psf_out)):

@@ -1,8 +1,10 @@
-"""CASA reference backend: ``simobserve`` + ``tclean(niter=0)`` with the paper's Table 2 parameters.
+"""CASA reference backend: ``simobserve`` + ``tclean`` with the paper's Table 2 parameters.
 
 This is the slow, faithful path (Delli Veneri et al. 2022, sec. 3): the sky model is written to a
 FITS file, observed with ``simobserve`` (one pointing, track centred on transit, ``tsys-atm``
-thermal noise) and imaged with ``tclean`` without deconvolution.  It needs the ``casa`` extra;
+thermal noise) and imaged with ``tclean``: by default without deconvolution (``niter=0``, the
+paper's dirty cube); `ObservationConfig`'s ``niter``, ``threshold_jy``, ``nsigma``, ``pbcor`` and
+``pblimit`` make the cleaned, primary-beam-corrected product of the archive instead.  It needs the ``casa`` extra;
 importing this module does not import CASA, so the rest of ``sim`` works without it.
 
 Conventions (shared with the fast backend): arrays are ``(nz, ny, nx)``; x is the column along
@@ -33,7 +35,9 @@ PROJECT = "sim"  # simobserve project: outputs go to <run dir>/sim/sim.<antenna 
 # tclean zeroes (and masks) pixels where its primary-beam model is below |pblimit|; a tiny negative
 # value keeps the whole field (the dirty image of the standard gridder is not PB-corrected anyway)
 # and drops the T/F mask.  The Airy beam's first null (~30" at 230 GHz) is outside a 36" field.
+# With obs.pbcor, obs.pblimit (0.2) is used instead and the masked pixels are read back as NaN.
 PBLIMIT = -1e-6
+IMAGE = "img"  # tclean's imagename: <run dir>/img.image, img.image.pbcor, img.psf, img.pb
 
 
 class CasaUnavailableError(RuntimeError):
@@ -42,12 +46,13 @@ class CasaUnavailableError(RuntimeError):
 
 @dataclass
 class CasaResult:
-    """Output of `observe_casa`: dirty cube, PSF and per-channel restoring beams."""
+    """Output of `observe_casa`: the image, PSF, per-channel restoring beams and primary beam."""
 
-    dirty: np.ndarray  # (nz, ny, nx) float32, Jy/beam
+    dirty: np.ndarray  # (nz, ny, nx) float32, Jy/beam: the dirty cube, or the cleaned / PB-corrected one
     psf: np.ndarray | None  # (nz, ny, nx) float32, peak 1 at (ny // 2, nx // 2)
     beams: np.ndarray  # (nz, 3): bmaj_arcsec, bmin_arcsec, bpa_deg (tclean's restoring beams)
     freqs_hz: np.ndarray  # (nz,) channel frequencies read back from the image's spectral axis
+    pb: np.ndarray | None = None  # (nz, ny, nx) float32 primary beam (peak 1), NaN below pblimit; with pbcor
 
 
 def casa_cache_dir() -> Path:
@@ -152,7 +157,7 @@ def observe_casa(
     seed: int = 0,
     keep: bool = False,
 ) -> CasaResult:
-    """simobserve + tclean(niter=0) with the paper's Table 2 parameters.
+    """simobserve + tclean with the paper's Table 2 parameters: the dirty cube, or as `obs` says cleaned.
 
     Parameters
     ----------
@@ -161,7 +166,8 @@ def observe_casa(
     freqs_hz : (nz,) array
         Increasing, equally spaced channel frequencies (LSRK); channel ``nz // 2`` is ``incenter``.
     obs : ObservationConfig
-        Pointing, cell, integration, total time, pwv, antenna configuration and weighting.
+        Pointing, cell, integration, total time, pwv, antenna configuration, weighting and the
+        product: ``niter`` (0: dirty), ``threshold_jy``, ``nsigma``, ``pbcor``, ``pblimit``.
     thermal_noise : bool
         Corrupt the visibilities with ``thermalnoise='tsys-atm'`` at ``obs.pwv_mm``.
     want_psf : bool
@@ -178,8 +184,9 @@ def observe_casa(
     Returns
     -------
     CasaResult
-        Dirty cube (Jy/beam), PSF (peak 1), restoring beams and the image's channel frequencies
-        (checked against ``freqs_hz``; a mismatch raises `RuntimeError`).
+        Image (Jy/beam; with ``pbcor`` divided by the primary beam and NaN below ``pblimit``),
+        PSF (peak 1), restoring beams, the image's channel frequencies (checked against
+        ``freqs_hz``; a mismatch raises `RuntimeError`) and, with ``pbcor``, the primary beam.
     """
     sky = np.asarray(sky_jy_per_px, dtype=np.float32)
     freqs_hz = np.asarray(freqs_hz, dtype=np.float64)
@@ -226,21 +233,25 @@ def observe_casa(
             if not Path(vis).is_dir():
                 raise RuntimeError(f"simobserve did not write {vis}: {_last_errors(run)}")
             casatasks.tclean(
-                vis=vis, imagename="dirty", imsize=[nx, ny], cell=f"{obs.cell_arcsec}arcsec",
+                vis=vis, imagename=IMAGE, imsize=[nx, ny], cell=f"{obs.cell_arcsec}arcsec",
                 phasecenter=centre, stokes="I", specmode="cube", nchan=nz,
                 start=_hz(freqs_hz[0]), width=_hz(width_hz), outframe="LSRK",
                 restfreq=_hz(freqs_hz[nz // 2]), interpolation="nearest", gridder="standard",
-                weighting=obs.weighting, robust=obs.robust, niter=0, pblimit=PBLIMIT, pbcor=False,
+                weighting=obs.weighting, robust=obs.robust, deconvolver="hogbom", niter=obs.niter,
+                threshold=f"{obs.threshold_jy!r}Jy", nsigma=obs.nsigma,
+                pblimit=obs.pblimit if obs.pbcor else PBLIMIT, pbcor=obs.pbcor,
             )  # fmt: skip
-        dirty, freqs_out, beams = _read_image(casatools, run / "dirty.image", beams=True)
+        image = run / (f"{IMAGE}.image.pbcor" if obs.pbcor else f"{IMAGE}.image")
+        dirty, freqs_out, beams = _read_image(casatools, image, beams=True, blank=obs.pbcor)
         if not np.allclose(freqs_out, freqs_hz, rtol=0, atol=1e-3 * width_hz):
             raise RuntimeError(f"CASA channel frequencies {freqs_out} differ from {freqs_hz}")
-        psf = _read_image(casatools, run / "dirty.psf")[0] if want_psf else None
+        psf = _read_image(casatools, run / f"{IMAGE}.psf")[0] if want_psf else None
+        pb = _read_image(casatools, run / f"{IMAGE}.pb", blank=True)[0] if obs.pbcor else None
     finally:
         casalog.setlogfile(previous_log)
         if not keep:
             shutil.rmtree(run, ignore_errors=True)
-    return CasaResult(dirty=dirty, psf=psf, beams=beams, freqs_hz=freqs_out)
+    return CasaResult(dirty=dirty, psf=psf, beams=beams, freqs_hz=freqs_out, pb=pb)
 
 
 @contextlib.contextmanager
@@ -273,8 +284,9 @@ def _last_errors(run: Path, n: int = 3) -> str:
     return " | ".join(lines[-n:]) or "no CASA error was logged"
 
 
-def _read_image(casatools: ModuleType, path: Path, *, beams: bool = False):
-    """Read a CASA image as ((nz, ny, nx) float32, channel freqs in Hz, (nz, 3) beams or None)."""
+def _read_image(casatools: ModuleType, path: Path, *, beams: bool = False, blank: bool = False):
+    """Read a CASA image as ((nz, ny, nx) float32, channel freqs in Hz, (nz, 3) beams or None);
+    with `blank`, the pixels its mask excludes (tclean's pblimit) are NaN, as exportfits writes them."""
     ia = casatools.image()
     try:
         ia.open(str(path))
@@ -282,6 +294,8 @@ def _read_image(casatools: ModuleType, path: Path, *, beams: bool = False):
         if list(cs.axiscoordinatetypes()) != ["Direction", "Direction", "Stokes", "Spectral"]:
             raise RuntimeError(f"unexpected axes {cs.axiscoordinatetypes()} in {path}")
         cube = np.asarray(ia.getchunk(dropdeg=False), dtype=np.float32)[:, :, 0, :]
+        if blank:
+            cube[~np.asarray(ia.getchunk(dropdeg=False, getmask=True), bool)[:, :, 0, :]] = np.nan
         nz = cube.shape[-1]
         freqs = np.array([cs.toworld([0, 0, 0, k])["numeric"][3] for k in range(nz)])
         cs.done()

@@ -30,7 +30,8 @@ TABLE1_FWHM_PX: dict[str, Range] = {"sigma": (4.71, 18.84), "fwhm": (2.0, 8.0)}
 `sky.fwhm_px` is not given; an explicit `sky.fwhm_px` is always drawn as given.
 """
 
-NEW_KEYS = ("sky.size_reading", "noise.paper_fraction")
+NEW_KEYS = ("sky.size_reading", "noise.paper_fraction", "observation.niter", "observation.threshold_jy",
+            "observation.nsigma", "observation.pbcor", "observation.pblimit")
 """Keys added after simulator 1.0.0, whose defaults reproduce 1.0.0; `to_dict(lean=True)` leaves
 them out at their defaults, so a default run's config.yaml stays byte for byte as before."""
 
@@ -61,7 +62,14 @@ class SkyConfig:
 
 @dataclass(frozen=True)
 class ObservationConfig:
-    """Observing set-up, paper Table 2."""
+    """Observing set-up, paper Table 2, and the product imaged from it.
+
+    The defaults give the paper's dirty cube (``tclean`` with ``niter=0``, nothing blanked). With
+    the casa backend, ``niter > 0`` cleans it (Hogbom, restored with tclean's fitted beam, which
+    the BEAMS extension then holds) until `threshold_jy` or `nsigma` stops each channel, and
+    `pbcor` divides by the primary beam and blanks to NaN where it is below `pblimit`, as the ALMA
+    pipeline delivers (Briggs robust 0.5, pblimit 0.2).
+    """
 
     antenna_config: str = "alma.cycle9.3"
     ra_deg: float = 59.99983333  # 03h59m59.96s
@@ -74,6 +82,12 @@ class ObservationConfig:
     pwv_mm: float = 0.8
     weighting: str = "natural"  # natural | uniform | briggs
     robust: float = 0.5  # Briggs robustness, used when weighting == "briggs"
+    # The product imaged (casa backend only; the defaults are the dirty cube of Table 2):
+    niter: int = 0  # tclean CLEAN iterations per channel (hogbom); 0: the dirty cube, no deconvolution
+    threshold_jy: float = 0.0  # tclean's threshold, Jy/beam: stop cleaning a channel below it (niter > 0)
+    nsigma: float = 0.0  # tclean's nsigma: stop at nsigma x the residual's robust rms per channel; 0: off
+    pbcor: bool = False  # divide by the primary beam (tclean pbcor); NaN where the beam is below pblimit
+    pblimit: float = 0.2  # the ALMA pipeline's primary-beam cut, used when pbcor is true
 
 
 @dataclass(frozen=True)
@@ -220,6 +234,28 @@ def _check_range(path: str, r: Range, lo: float | None = None, hi: float | None 
         raise ConfigError(f"{path}: {r[1]} is above the allowed maximum {hi}")
 
 
+def _check_product(c: SimConfig) -> None:
+    """The cleaned / primary-beam-corrected product: CASA only, and only with options that act."""
+    o = c.observation
+    if o.niter < 0:
+        raise ConfigError(f"sim.observation.niter: must be >= 0, got {o.niter}")
+    for name in ("threshold_jy", "nsigma"):
+        value = getattr(o, name)
+        if value < 0:
+            raise ConfigError(f"sim.observation.{name}: must be >= 0, got {value}")
+        if value > 0 and o.niter == 0:
+            raise ConfigError(f"sim.observation.{name}: a CLEAN stopping rule, but sim.observation.niter is 0 "
+                              f"(the dirty cube)")  # fmt: skip
+    if not 0.0 < o.pblimit < 1.0:
+        raise ConfigError(f"sim.observation.pblimit: {o.pblimit} is not in (0, 1)")
+    if (o.niter > 0 or o.pbcor) and c.backend != "casa":
+        raise ConfigError(f"sim.observation.{'niter' if o.niter > 0 else 'pbcor'}: the cleaned and primary-beam-"
+                          f"corrected products need sim.backend casa, not {c.backend!r}")  # fmt: skip
+    if o.pbcor and (c.noise.mode not in ("none", "thermal") or c.noise.paper_fraction > 0):
+        raise ConfigError(f"sim.observation.pbcor: image-domain noise (sim.noise.mode {c.noise.mode!r}) on a "
+                          f"primary-beam-corrected cube is not modelled; use noise.mode thermal or none")  # fmt: skip
+
+
 def validate(c: SimConfig) -> None:
     """Raise `ConfigError` naming the first invalid field."""
     s, o, n, cube = c.sky, c.observation, c.noise, c.cube
@@ -258,6 +294,7 @@ def validate(c: SimConfig) -> None:
         )
     if not -2.0 <= o.robust <= 2.0:
         raise ConfigError(f"sim.observation.robust: {o.robust} is outside [-2, 2]")
+    _check_product(c)
     if n.mode not in NOISE_MODES:
         raise ConfigError(f"sim.noise.mode: {n.mode!r} is not none, thermal, snr or paper")
     _check_range("sim.noise.snr_range", n.snr_range, lo=1e-6)

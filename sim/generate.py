@@ -5,7 +5,10 @@ Layout of an output directory::
     DIR/config.yaml         the configuration that made it (resuming checks it)
     DIR/sky_00000.fits      sky model, Jy/pixel
     DIR/cube_00000.fits     dirty cube, Jy/beam; its SOURCES extension holds the truth rows
+                            (casa backend: cleaned and/or PB-corrected as sim.observation says)
     DIR/catalogue.csv       all truth rows, one per source (sim.sky.CATALOGUE_COLUMNS)
+    DIR/psf.fits            with --psf: the set-up's dirty beam (fast backend's model)
+    DIR/pb.fits             with observation.pbcor: CASA's primary beam (shared by every cube), NaN below pblimit
 
 Cube ``i`` is drawn from ``SeedSequence([seed, i])`` alone, so the same seed gives the same
 cubes whatever the number of workers, and a resumed run continues exactly where it stopped.
@@ -18,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -41,8 +45,9 @@ def cube_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def _catalogue(index: int, model: sky.SkyModel, dirty: np.ndarray, noise_rms: float,
-               freqs_hz: np.ndarray, config: SimConfig, wcs: WCS) -> Table:  # fmt: skip
-    """Truth rows for one cube (see sim.sky for the columns and conventions)."""
+               freqs_hz: np.ndarray, config: SimConfig, wcs: WCS, pb: np.ndarray | None = None) -> Table:  # fmt: skip
+    """Truth rows for one cube (see sim.sky for the columns and conventions); with a primary
+    beam `pb` (a PB-corrected cube) the peak SNR is over the local noise, `noise_rms` / PB."""
     nz, n = dirty.shape[0], dirty.shape[-1]
     boxes = [sky.box_2d(p) for p in model.profiles]
     obs = config.observation
@@ -53,6 +58,7 @@ def _catalogue(index: int, model: sky.SkyModel, dirty: np.ndarray, noise_rms: fl
         line_amp = cont * (freq / freqs_hz[nz // 2]) ** src.spectral_index * src.line_amplitude
         zi, yi, xi = (int(np.clip(np.rint(v), 0, m - 1)) for v, m in ((src.z, nz), (src.y, n), (src.x, n)))
         peak = float(dirty[zi, yi, xi])
+        local_rms = noise_rms / float(pb[zi, yi, xi]) if pb is not None else noise_rms
         ra, dec = wcs.celestial.wcs_pix2world([[src.x, src.y]], 0)[0]
         others = [sky.iou_2d(box, b) for j, b in enumerate(boxes) if j != i]
         rows.append({
@@ -60,7 +66,7 @@ def _catalogue(index: int, model: sky.SkyModel, dirty: np.ndarray, noise_rms: fl
             "fwhm_x": src.fwhm_x, "fwhm_y": src.fwhm_y, "pa": src.pa, "fwhm_z": src.fwhm_z,
             "line_amp": line_amp, "cont_amp": cont, "spectral_index": src.spectral_index,
             "line_flux": sky.line_flux_jy_km_s(src, model, i, freqs_hz, obs.channel_width_hz),
-            "peak_snr": peak / noise_rms if noise_rms > 0 else float("inf"),
+            "peak_snr": peak / local_rms if noise_rms > 0 else float("inf"),
             "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3],
             "z0": src.z - src.fwhm_z, "z1": src.z + src.fwhm_z,
             "blendness": max(others, default=0.0),
@@ -96,7 +102,7 @@ def _draw(index: int, config: SimConfig) -> _Draw:
 
 
 def _finish(d: _Draw, dirty: np.ndarray, noise_rms: float, white: float, beams: np.ndarray,
-            config: SimConfig) -> tuple[np.ndarray, np.ndarray, fits.Header, Table, dict]:  # fmt: skip
+            config: SimConfig, pb: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, fits.Header, Table, dict]:  # fmt: skip
     """Header, cards and truth catalogue of an observed cube: what `simulate_cube` returns."""
     obs = config.observation
     header = fitsio.celestial_header(obs, config.cube.size, d.freqs)
@@ -112,8 +118,25 @@ def _finish(d: _Draw, dirty: np.ndarray, noise_rms: float, white: float, beams: 
         cards["WHITERMS"] = (white, "[Jy/beam] rms of the image-domain white noise")
         cards["PAPERFRC"] = (1.0 if config.noise.mode == "paper" else config.noise.paper_fraction,
                              "probability of the paper noise mode")  # fmt: skip
-    table = _catalogue(d.index, d.model, dirty, noise_rms, d.freqs, config, WCS(header))
-    return d.model.cube, dirty, header, table, {"cards": cards, "beams": beams}
+    if obs.niter > 0 or obs.pbcor:  # 1.0.0's cards otherwise
+        cards.update(product_cards(obs))
+    if obs.pbcor:
+        cards["NOISERMS"] = (noise_rms, "[Jy/beam] noise rms at PB 1, / PB elsewhere")
+    table = _catalogue(d.index, d.model, dirty, noise_rms, d.freqs, config, WCS(header), pb)
+    return d.model.cube, dirty, header, table, {"cards": cards, "beams": beams, "pb": pb}
+
+
+def product_cards(obs: ObservationConfig) -> dict:
+    """FITS cards that say which product a cleaned or PB-corrected cube is."""
+    cards = {"NITER": (obs.niter, "tclean CLEAN iterations per channel (0: dirty)"),
+             "CLEANTHR": (obs.threshold_jy, "[Jy/beam] tclean threshold"),
+             "NSIGMA": (obs.nsigma, "tclean nsigma stopping threshold"),
+             "PBCOR": (obs.pbcor, "divided by the primary beam (pb.fits)")}  # fmt: skip
+    if obs.pbcor:
+        cards["PBLIMIT"] = (obs.pblimit, "NaN where the primary beam is below this")
+    if obs.weighting == "briggs":
+        cards["ROBUST"] = (obs.robust, "Briggs robustness")
+    return cards
 
 
 def simulate_cube(index: int, config: SimConfig) -> tuple[np.ndarray, np.ndarray, fits.Header, Table, dict]:
@@ -123,9 +146,9 @@ def simulate_cube(index: int, config: SimConfig) -> tuple[np.ndarray, np.ndarray
         result = observe(d.model.device_cube, d.instrument, noise=d.mode, seed=d.noise_seed, target_snr=d.target_snr)
         dirty, noise_rms, white, beams = result.dirty, result.noise_rms, result.white_rms, d.instrument.beams
     else:
-        dirty, noise_rms, white, beams = observe_with_casa(d.model.cube, d.freqs, config.observation, d.instrument,
-                                                           mode=d.mode, seed=d.noise_seed,
-                                                           target_snr=d.target_snr)  # fmt: skip
+        c = observe_with_casa(d.model.cube, d.freqs, config.observation, d.instrument, mode=d.mode,
+                              seed=d.noise_seed, target_snr=d.target_snr)  # fmt: skip
+        return _finish(d, c.dirty, c.noise_rms, c.white_rms, c.beams, config, c.pb)
     return _finish(d, dirty, noise_rms, white, beams, config)
 
 
@@ -158,18 +181,28 @@ def cube_noise_mode(rng: np.random.Generator, config: SimConfig) -> str:
     return "paper" if config.noise.mode == "snr" and u < config.noise.paper_fraction else config.noise.mode
 
 
+class CasaCube(NamedTuple):
+    """What `observe_with_casa` returns."""
+
+    dirty: np.ndarray  # (nz, ny, nx) float32 Jy/beam, as `sim.observation` says: dirty, cleaned, PB-corrected
+    noise_rms: float  # total noise rms, Jy/beam (with pbcor: at the pointing centre)
+    white_rms: float  # the paper mode's image-domain white noise, Jy/beam
+    beams: np.ndarray  # (nz, 3) tclean's restoring beams
+    pb: np.ndarray | None  # (nz, ny, nx) primary beam with pbcor, else None
+
+
 def observe_with_casa(cube: np.ndarray, freqs: np.ndarray, obs: ObservationConfig, instrument: Instrument, *,
-                      mode: str, seed: int, target_snr: float) -> tuple[np.ndarray, float, float, np.ndarray]:  # fmt: skip
+                      mode: str, seed: int, target_snr: float) -> CasaCube:  # fmt: skip
     """The CASA backend of `generate` in noise `mode`: the snr mode adds PSF-shaped noise from the
     fast backend's noise model, the paper mode white noise after tclean; both take the thermal rms
     from `instrument` (the CASA image holds the sources too) and the peak from the CASA image's
-    centre. Returns (dirty, total noise rms, white rms, beams)."""
+    centre (with pbcor only thermal noise, whose rms at the centre is the same)."""
     from sim.casa import observe_casa
 
     result = observe_casa(cube, freqs, obs, thermal_noise=mode != "none", want_psf=False, seed=seed)
     dirty = result.dirty
     if mode == "none":
-        return dirty, 0.0, 0.0, result.beams
+        return CasaCube(dirty, 0.0, 0.0, result.beams, result.pb)
     rms, white = float(instrument.thermal_rms.mean()), 0.0
     c = instrument.size // 2
     peak = float(dirty[:, c, c].max())
@@ -185,12 +218,17 @@ def observe_with_casa(cube: np.ndarray, freqs: np.ndarray, obs: ObservationConfi
         dirty = dirty + white * np.asarray(white_noise(channel_keys(seed, instrument.channels),
                                                        size=instrument.size))  # fmt: skip
         rms = float(np.hypot(rms, white))
-    return dirty.astype(np.float32), rms, white, result.beams
+    return CasaCube(dirty.astype(np.float32), rms, white, result.beams, result.pb)
 
 
 def write_cube(out_dir: Path, index: int, config: SimConfig) -> Table:
-    """Simulate cube `index` and write its sky and dirty FITS files atomically (dirty last)."""
+    """Simulate cube `index` and write its sky and dirty FITS files atomically (dirty last), and
+    with pbcor the set-up's primary beam once, as pb.fits (the same for every cube)."""
     sky_cube, dirty, header, table, extra = simulate_cube(index, config)
+    if extra["pb"] is not None and not (out_dir / "pb.fits").exists():
+        fitsio.write_atomic(out_dir / "pb.fits", fitsio.cube_hdus(extra["pb"], header, bunit="",
+                                                                  cards={"ORIGIN": "dfjax.sim", "BTYPE": "Beam response",
+                                                                         "PBLIMIT": config.observation.pblimit}))  # fmt: skip
     fitsio.write_atomic(out_dir / SKY_PATTERN.format(index),
                         fitsio.cube_hdus(sky_cube, header, bunit="Jy/pixel", cards=extra["cards"]))  # fmt: skip
     fitsio.write_atomic(out_dir / CUBE_PATTERN.format(index),
@@ -233,6 +271,7 @@ def _prepare(out_dir: Path, config: SimConfig, overwrite: bool) -> None:
         for p in [*out_dir.glob("cube_*.fits"), *out_dir.glob("sky_*.fits"), *out_dir.glob(".*.tmp")]:
             p.unlink()
         (out_dir / "psf.fits").unlink(missing_ok=True)
+        (out_dir / "pb.fits").unlink(missing_ok=True)
         (out_dir / "catalogue.csv").unlink(missing_ok=True)
     for p in out_dir.glob(".*.tmp"):  # leftovers of an interrupted run
         p.unlink()

@@ -141,3 +141,82 @@ def test_measurement_sets_removed_when_imaging_fails(tmp_path, monkeypatch):
         observe_casa(np.zeros((1, 16, 16), np.float32), _freqs(obs, 1), obs, thermal_noise=True,
                      workdir=tmp_path)  # fmt: skip
     assert not list(tmp_path.iterdir())
+
+
+# the cleaned, primary-beam-corrected product: 0.3" pixels make a 38" field whose corners lie
+# beyond the primary beam's 0.2 level (~19.5" from the centre at 230 GHz), so pblimit blanks them
+CLEAN_N = 128
+CLEAN_YX = (CLEAN_N // 2 + 20, CLEAN_N // 2 - 25)  # 9.6" off-centre: primary beam ~0.67
+CLEAN_OBS = dataclasses.replace(OBS, cell_arcsec=0.3, total_time_s=120.0, weighting="briggs", robust=0.5,
+                                niter=300, nsigma=3.0, pbcor=True)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cleaned(tmp_path_factory):
+    """A 1 Jy point source, observed with thermal noise, cleaned, PB-corrected; and its dirty twin."""
+    from sim.casa import observe_casa
+
+    sky = np.zeros((2, CLEAN_N, CLEAN_N), np.float32)
+    sky[:, CLEAN_YX[0], CLEAN_YX[1]] = 1.0
+    work = tmp_path_factory.mktemp("casa-clean")
+    dirty_obs = dataclasses.replace(CLEAN_OBS, niter=0, nsigma=0.0, pbcor=False)
+    runs = [observe_casa(sky, _freqs(obs, 2), obs, thermal_noise=True, want_psf=False, workdir=work, seed=7)
+            for obs in (CLEAN_OBS, dirty_obs)]  # fmt: skip
+    return (*runs, work)
+
+
+@pytest.mark.casa
+def test_pb_corrected_cube_is_blank_below_pblimit(cleaned):
+    result, dirty, work = cleaned
+    assert result.pb is not None and dirty.pb is None and np.isfinite(dirty.dirty).all()
+    assert result.pb.shape == result.dirty.shape == (2, CLEAN_N, CLEAN_N)
+    c = CLEAN_N // 2
+    assert result.pb[:, c, c] == pytest.approx(1.0, abs=1e-3)
+    blank = np.isnan(result.dirty)
+    np.testing.assert_array_equal(blank, np.isnan(result.pb))
+    r_arcsec = np.hypot(*np.ogrid[-c:CLEAN_N - c, -c:CLEAN_N - c]) * CLEAN_OBS.cell_arcsec
+    assert not blank[:, r_arcsec < 17].any() and blank[:, r_arcsec > 21].all()  # PB 0.2 at ~19.5"
+    assert np.nanmin(result.pb) >= CLEAN_OBS.pblimit - 0.01
+    assert not list(Path(work).iterdir())  # the measurement sets and images are gone
+
+
+@pytest.mark.casa
+def test_cleaned_cube_restores_the_source_and_removes_its_sidelobes(cleaned):
+    result, dirty, _ = cleaned
+    pb = result.pb[:, CLEAN_YX[0], CLEAN_YX[1]]
+    assert np.all((pb > 0.55) & (pb < 0.8)), pb
+    y, x = np.ogrid[:CLEAN_N, :CLEAN_N]
+    far = np.hypot(y - CLEAN_YX[0], x - CLEAN_YX[1]) > 8  # > 2.4": beyond the restoring beam
+    for clean_plane, dirty_plane, pb_plane in zip(result.dirty, dirty.dirty, result.pb):
+        assert np.unravel_index(np.nanargmax(clean_plane), clean_plane.shape) == CLEAN_YX
+        assert clean_plane[CLEAN_YX] == pytest.approx(1.0, abs=0.05)  # PB-corrected: the true flux
+        assert dirty_plane[CLEAN_YX] == pytest.approx(pb_plane[CLEAN_YX], abs=0.05)  # attenuated by the PB
+        # the dirty beam's sidelobes are ~10 % of the peak; after CLEAN only noise (~10 mJy / PB) is left
+        assert np.abs(dirty_plane[far]).max() > 0.05 * dirty_plane[CLEAN_YX]
+        assert np.nanmax(np.abs((clean_plane * pb_plane)[far])) < 0.02 * dirty_plane[CLEAN_YX]
+    bmaj, bmin = result.beams[:, 0], result.beams[:, 1]
+    assert np.all((bmin > 0.5) & (bmin <= bmaj) & (bmaj < 1.1)), result.beams  # Briggs 0.5: under natural's 0.9"
+
+
+@pytest.mark.casa
+def test_generate_writes_the_cleaned_product_its_pb_and_local_snr(tmp_path):
+    from astropy.io import fits
+
+    from sim.config import SimConfig
+    from sim.generate import generate
+
+    obs = {f.name: getattr(CLEAN_OBS, f.name) for f in dataclasses.fields(CLEAN_OBS)}
+    config = SimConfig().replace(**{f"observation.{k}": v for k, v in obs.items()},
+                                 **{"backend": "casa", "noise.mode": "thermal", "cube.size": CLEAN_N,
+                                    "cube.channels": 2, "sky.line_fwhm_chan": [0.5, 1.0], "seed": 1})  # fmt: skip
+    generate(tmp_path, 1, config, progress=False)
+    with fits.open(tmp_path / "cube_00000.fits") as hdus, fits.open(tmp_path / "pb.fits") as pb_hdus:
+        h, data, pb = hdus[0].header, hdus[0].data[0], pb_hdus[0].data[0]
+        truth = hdus["SOURCES"].data
+        assert (h["NITER"], h["PBCOR"], h["PBLIMIT"], h["ROBUST"], h["BUNIT"]) == (300, True, 0.2, 0.5, "Jy/beam")
+        assert 0.5 / 3600 < h["BMAJ"] < 1.1 / 3600 and len(hdus["BEAMS"].data) == 2  # tclean's restoring beams
+        np.testing.assert_array_equal(np.isnan(data), np.isnan(pb))
+        assert np.isnan(data[:, 0, 0]).all()
+        for row in truth:  # the peak SNR is over the noise at the source, NOISERMS / PB
+            z, y, x = (int(np.clip(np.rint(row[k]), 0, n - 1)) for k, n in (("z", 2), ("y", CLEAN_N), ("x", CLEAN_N)))
+            assert row["peak_snr"] == pytest.approx(data[z, y, x] * pb[z, y, x] / h["NOISERMS"], rel=1e-4)

@@ -36,6 +36,15 @@ def test_defaults_are_the_papers_tables():
         ({"noise": {"paper_fractions": 0.5}}, "sim.noise.paper_fractions"),
         ({"sky": {"size_reading": "radius"}}, "sim.sky.size_reading"),
         ({"sky": {"size_reading": 2}}, "sim.sky.size_reading"),
+        ({"backend": "casa", "observation": {"niter": -1}}, "sim.observation.niter"),
+        ({"backend": "casa", "observation": {"niter": 1.5}}, "sim.observation.niter"),
+        ({"backend": "casa", "observation": {"threshold_jy": 1e-3}}, "sim.observation.threshold_jy"),  # niter 0
+        ({"backend": "casa", "observation": {"niter": 10, "nsigma": -3}}, "sim.observation.nsigma"),
+        ({"backend": "casa", "observation": {"pbcor": "yes"}}, "sim.observation.pbcor"),
+        ({"backend": "casa", "observation": {"pbcor": True, "pblimit": 1.2}}, "sim.observation.pblimit"),
+        ({"observation": {"niter": 100}}, "sim.observation.niter"),  # the fast backend images no CLEAN
+        ({"observation": {"pbcor": True}, "noise": {"mode": "thermal"}}, "sim.observation.pbcor"),
+        ({"backend": "casa", "observation": {"pbcor": True}, "noise": {"mode": "paper"}}, "sim.observation.pbcor"),
     ],
 )
 def test_invalid_values_name_the_field(data, field):
@@ -75,3 +84,13 @@ def test_lean_dict_leaves_out_new_keys_at_their_defaults():
     assert from_dict(lean) == SimConfig()
     mixed = SimConfig().replace(**{"noise.paper_fraction": 0.5}).to_dict(lean=True)
     assert mixed["noise"]["paper_fraction"] == 0.5 and "size_reading" not in mixed["sky"]
+
+
+def test_the_cleaned_pb_corrected_product_is_opt_in_and_lean():
+    o = SimConfig().observation
+    assert (o.niter, o.threshold_jy, o.nsigma, o.pbcor, o.pblimit) == (0, 0.0, 0.0, False, 0.2)  # today's dirty cube
+    lean = SimConfig().to_dict(lean=True)["observation"]
+    assert not {"niter", "threshold_jy", "nsigma", "pbcor", "pblimit"} & set(lean)  # config.yaml as before
+    c = from_dict({"backend": "casa", "noise": {"mode": "thermal"},
+                   "observation": {"weighting": "briggs", "niter": 500, "nsigma": 4.0, "pbcor": True}})
+    assert c.observation.niter == 500 and c.observation.pbcor and from_dict(c.to_dict(lean=True)) == c

@@ -89,7 +89,7 @@ def test_paper_noise_reaches_the_target_rms_and_white_share_on_both_backends(pai
     clean = observe(model.cube, ins, noise="none")
     snr = clean.signal_peak * np.sqrt(0.5) / float(ins.thermal_rms.mean())
     fast = observe(model.cube, ins, noise="paper", seed=5, target_snr=snr)
-    casa_dirty, casa_rms, casa_white, _ = observe_with_casa(model.cube, freqs, obs, ins, mode="paper", seed=5,
+    casa_dirty, casa_rms, casa_white, *_ = observe_with_casa(model.cube, freqs, obs, ins, mode="paper", seed=5,
                                                             target_snr=snr)  # fmt: skip
     fast_thermal = observe(np.zeros_like(model.cube), ins, noise="thermal", seed=5).dirty
     beam_1px = float(ins.psf()[0, 48, 49])
