@@ -350,3 +350,24 @@ def test_refinement_config_is_validated():
     for key, value in (("search.snr", 0.0), ("search.neighbourhood", 0), ("search.max_candidates", 0)):
         with pytest.raises(ConfigError, match=key):
             PipelineConfig().replace(**{key: value})
+
+
+def test_the_search_filters_agree_with_scipys():
+    """The line search's band-matrix line filter is scipy's gaussian_filter1d (constant mode), and its
+    local maxima are where the cube equals its maximum_filter (nearest mode), edges and plateaus included."""
+    from scipy import ndimage
+
+    from dfjax.pipeline.search import _line_filter, _local_maxima
+
+    rng = np.random.default_rng(5)
+    cube = ndimage.gaussian_filter(rng.normal(size=(40, 30, 20)), 1.5).astype(np.float32)
+    cube[0, 0, 0] = cube.max() + 1  # a maximum on the corner
+    cube[20, 10:12, 5] = cube.max() + 1  # a plateau: both voxels count, as with maximum_filter
+    for sigma in (0.8, 2.5, 12.0):  # 12: wider than the cube along z
+        np.testing.assert_allclose(_line_filter(cube, sigma),
+                                   ndimage.gaussian_filter1d(cube, sigma, axis=0, mode="constant"), atol=1e-6)  # fmt: skip
+    threshold = float(np.quantile(cube, 0.9))
+    for size in (3, 6, 7):
+        expected = np.argwhere((cube >= threshold) & (cube == ndimage.maximum_filter(cube, size=size, mode="nearest")))
+        assert _local_maxima(cube, threshold, size) == [tuple(p) for p in expected.tolist()]
+    assert _local_maxima(cube, float(cube.max()) + 5, 7) == []

@@ -37,7 +37,7 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import fft, ndimage, signal
+from scipy import fft, signal
 
 from dfjax.maths import FWHM_PER_SIGMA, gaussian_1d, gaussian_2d, robust_std
 from dfjax.pipeline.characterise import Morphology, model_box
@@ -112,6 +112,38 @@ def _robust_sigma(values: np.ndarray) -> float:
     return float(robust_std(sample))
 
 
+def _line_filter(cube: np.ndarray, sigma: float) -> np.ndarray:
+    """``cube`` (nz, ny, nx) correlated along z with a unit-sum Gaussian of ``sigma`` channels, zero
+    beyond the ends: scipy's ``gaussian_filter1d(mode="constant")`` (same truncation at 4σ) as one
+    band matrix product, which BLAS runs several times faster than the 1-D filter over every pixel."""
+    nz = cube.shape[0]
+    radius = int(4.0 * sigma + 0.5)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    lag = np.arange(nz)[None, :] - np.arange(nz)[:, None]  # output z, input z'
+    band = np.where(np.abs(lag) <= radius, taps[np.clip(lag + radius, 0, 2 * radius)], 0.0).astype(np.float32)
+    return (band @ cube.reshape(nz, -1)).reshape(cube.shape)
+
+
+def _local_maxima(values: np.ndarray, threshold: float, size: int) -> list[tuple[int, int, int]]:
+    """The voxels (z, y, x) ≥ ``threshold`` that are the maximum of the ``size``³ cube around them
+    (clipped at the edges): ``values == maximum_filter(values, size, mode="nearest")`` where it
+    matters, checked only at the few voxels above the threshold, in C order."""
+    points = np.argwhere(values >= threshold)
+    if not len(points):
+        return []
+    lo = -(size // 2)
+    upper = np.array(values.shape) - 1
+    offsets = np.array(list(np.ndindex(size, size, size))) + lo
+    offsets = offsets[np.argsort(np.abs(offsets).sum(axis=1), kind="stable")]  # nearest first: most fail there
+    peak = values[tuple(points.T)]
+    for offset in offsets:
+        neighbour = np.clip(points + offset, 0, upper)
+        keep = peak >= values[tuple(neighbour.T)]
+        points, peak = points[keep], peak[keep]
+    return [tuple(int(v) for v in p) for p in points]
+
+
 def line_cube(cube: np.ndarray, *, exclude: np.ndarray | None = None) -> np.ndarray:
     """The cube (nz, ny, nx), NaNs as 0, without its continuum (:func:`remove_continuum`) → float32.
 
@@ -161,17 +193,15 @@ def search_peaks(line: np.ndarray, config: PipelineConfig = _DEFAULTS) -> list[S
         best = np.full(line.shape, -np.inf, np.float32)  # this spatial scale's best line template
         which = np.zeros(line.shape, np.int8)
         for j, fwhm_chan in enumerate(s.fwhm_chan):
-            filtered = ndimage.gaussian_filter1d(spatial, fwhm_chan / FWHM_PER_SIGMA, axis=0, mode="constant")
+            filtered = _line_filter(spatial, fwhm_chan / FWHM_PER_SIGMA)
             sigma = _robust_sigma(filtered)
             if not sigma > 0:
                 continue
             filtered /= sigma
-            better = filtered > best
-            best[better] = filtered[better]
-            which[better] = j
+            which[filtered > best] = j
+            np.maximum(best, filtered, out=best)
         # maxima per spatial scale: a wide template merges a close pair into one ridge, a narrow one does not
-        local = (best >= s.snr) & (best == ndimage.maximum_filter(best, size=s.neighbourhood, mode="nearest"))
-        for z, y, x in zip(*np.nonzero(local)):
+        for z, y, x in _local_maxima(best, s.snr, s.neighbourhood):
             peaks.append((float(best[z, y, x]), int(z), int(y), int(x), i, int(which[z, y, x])))
     peaks.sort(key=lambda p: -p[0])
     reach = s.neighbourhood // 2
