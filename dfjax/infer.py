@@ -73,9 +73,12 @@ def _default_runner(beam_area_px: float, psf: Any = None, *, progress: bool = Fa
 def cube_psf(cube: Cube, config: Any, psf_file: str | Path | None = None) -> Any:
     """The beam the scene fit sees ``cube`` through (``scene.psf``, :mod:`dfjax.pipeline.psf`): the PSF
     file (``--psf``, or ``<cube stem>.psf.fits`` beside the cube with ``auto``), the header's
-    restoring beam (``beam``), or None — measured on the noise by the pipeline."""
-    kind = getattr(getattr(config, "scene", None), "psf", "auto")
-    if not getattr(getattr(config, "scene", None), "enabled", False) or kind == "noise":
+    restoring beam (``beam``), or None — measured on the noise by the pipeline. With the scene fit
+    off, a PSF file still turns it on (``scene.with_psf``): only a file, never the header's beam."""
+    scene = getattr(config, "scene", None)
+    kind = getattr(scene, "psf", "auto")
+    enabled = getattr(scene, "enabled", False)
+    if kind == "noise" or not (enabled or (getattr(scene, "with_psf", False) and kind != "beam")):
         return None
     from dfjax.pipeline.psf import beam_psf_image, psf_from_file
 
@@ -381,8 +384,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="injected cubes (5 sources each) for --completeness")
     parser.add_argument("--seed", type=int, default=0, help="seed of the injected sources")
     parser.add_argument("--psf", type=Path, default=None, metavar="PSF.fits",
-                        help="the cube's PSF (tclean's .psf exported to FITS) for the scene fit; default: "
-                             "<cube stem>.psf.fits beside the cube if there is one, else measured on the noise")
+                        help="the cube's PSF (tclean's .psf exported to FITS): the sources are fitted jointly "
+                             "through it and its sidelobes explained (the scene fit, in place of refinement); "
+                             "default: <cube stem>.psf.fits beside the cube if there is one")
     parser.add_argument("--products", default=None, metavar="LIST",
                         help="also write, beside the catalogue, any of mask,moments,cubelets,regions (comma list)")
     add_config(parser, f"its `pipeline:` section replaces MODEL_DIR/{PIPELINE_CONFIG} (the tuned settings)",

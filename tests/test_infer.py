@@ -356,3 +356,27 @@ def test_real_pipeline_runs_tiled_on_a_cube_larger_than_the_crop(tmp_path):
     assert {"ra", "freq", "line_flux", "line_flux_measured", "flags"} <= set(table.colnames)
     assert np.all((table["x0"].value >= 0) & (table["x1"].value <= 48) & (table["y1"].value <= 40))
     assert np.all((table["z"].value >= 0) & (table["z"].value < 20))
+
+
+def test_a_psf_beside_the_cube_is_the_scene_fits_beam_and_turns_it_on(tmp_path):
+    """cube_psf: ``<stem>.psf.fits`` beside the cube (or --psf) is read, normalised and centred for a
+    refining configuration too (scene.with_psf); with_psf off, or the header's beam asked for without
+    the scene fit, gives none; an unreadable PSF is an InferError naming the file."""
+    from dfjax.pipeline.config import PipelineConfig
+
+    data = np.random.default_rng(0).normal(0, 1e-3, (1, 8, 24, 24)).astype(np.float32)
+    path = tmp_path / "c.fits"
+    fits.writeto(path, data, cube_header(24, 24, 8))
+    cube = read_cube(path)
+    tuned = PipelineConfig().replace(**{"characterise.method": "fit", "characterise.refine_iterations": 2})
+    assert infer.cube_psf(cube, tuned) is None  # no PSF anywhere: refinement, beam from the noise
+    yy, xx = np.mgrid[-12:12, -12:12]
+    beam = 2.0 * np.exp(-0.5 * ((xx - 1) ** 2 + yy**2) / 2.0**2)  # peak 2 at (13, 12): normalised and centred
+    fits.writeto(tmp_path / "c.psf.fits", beam[None, None].astype(np.float32))
+    psf = infer.cube_psf(cube, tuned)
+    assert psf.shape == (47, 47) and psf[23, 23] == pytest.approx(1.0) and psf.max() == pytest.approx(1.0)
+    assert infer.cube_psf(cube, tuned.replace(**{"scene.with_psf": False})) is None
+    assert infer.cube_psf(cube, tuned.replace(**{"scene.psf": "beam"})) is None
+    (tmp_path / "bad.fits").write_bytes(b"not fits")
+    with pytest.raises(infer.InferError, match="bad.fits"):
+        infer.cube_psf(cube, tuned, tmp_path / "bad.fits")

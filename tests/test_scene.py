@@ -162,6 +162,32 @@ def test_the_pipeline_with_the_scene_fit_reports_the_sources_not_their_sidelobes
     del jnp
 
 
+def test_a_given_psf_puts_the_scene_fit_in_place_of_refinement():
+    """scene.with_psf (the default): a refining configuration (the tuned default's kind) runs the
+    scene fit when the cube comes with its PSF — the sidelobe explained, the fit's errors reported —
+    and refinement without one, or with with_psf off."""
+    from test_pipeline_characterise import _constant, _minmax_gru, _threshold_finder
+
+    from dfjax.pipeline import PipelineConfig
+    from dfjax.pipeline.run import Models, run_pipeline
+
+    beam = psf()
+    rng = np.random.default_rng(3)
+    cube = (cube_of([BRIGHT], beam) + rng.normal(0, 0.01, (NZ, N, N))).astype(np.float32)
+    models = Models(blobs_finder=_threshold_finder, deep_gru=_minmax_gru, resnet_fwhm_x=_constant(5.0),
+                    resnet_fwhm_y=_constant(5.0), resnet_pa=_constant(0.0), resnet_flux=_constant(1.0))  # fmt: skip
+    config = PipelineConfig().replace(**{"detect.threshold": 0.1, "search.enabled": True,
+                                         "characterise.refine_iterations": 1, "characterise.method": "fit",
+                                         "scene.window_half_px": 12,
+                                         "scene.core_half_px": 24})  # fmt: skip
+    scene = run_pipeline(cube, models, config, psf=beam)
+    assert [(round(s.x), round(s.y), round(s.z)) for s in scene] == [(24, 40, 10)]
+    assert 0 < scene[0].err_x < 0.5  # only the scene fit has a covariance
+    for refined in (run_pipeline(cube, models, config),
+                    run_pipeline(cube, models, config.replace(**{"scene.with_psf": False}), psf=beam)):  # fmt: skip
+        assert refined and all(np.isnan(s.err_x) for s in refined)
+
+
 def test_sidelobes_past_the_psfs_edge_count_as_noise_for_who_sits_there():
     # a PSF image that reaches 10 px: a source 35 px from a bright one in its channels gets an error
     # for the bright one's unmodelled sidelobes there; one 5 px away (modelled) or in other channels does not

@@ -142,6 +142,7 @@ class SceneConfig:
     """Every source fitted jointly through the beam over the whole field (pipeline/scene.py; not in the paper)."""
 
     enabled: bool = False  # steps (ii)–(iv)'s sources and the line search's candidates enter the joint fit
+    with_psf: bool = True  # ... and whenever the cube comes with its PSF (a file), in place of refinement
     psf: str = "auto"  # one of PSF_KINDS
     psf_half_px: int = 0  # the beam's reach in pixels (> 0 caps it); 0: the whole field, every sidelobe
     min_snr: float = 5.0  # a source whose amplitude SNR in the joint fit is under this is explained away

@@ -1,10 +1,10 @@
 """The six steps of Sec. 4.4 in order (Fig. 9): a dirty cube and six models → a source list.
 
 :func:`run_pipeline` runs the stages in order, each taking the sources so far and giving sources
-back: detect (i) → spectra (ii) → focus (iii) → characterise (iv) → the scene fit (``scene.enabled``,
-:mod:`dfjax.pipeline.joint`) or the line search and refinement (``characterise.refine_iterations``
-> 0, :mod:`dfjax.pipeline.deblend`) → model3d (v) → flux (vi), and returns :class:`Source` rows in
-pixel units. Unit conversion (pixels → sky, channels → frequency, cube units → Jy) is the
+back: detect (i) → spectra (ii) → focus (iii) → characterise (iv) → the scene fit
+(``scene.enabled``, or ``scene.with_psf`` and a PSF given; :mod:`dfjax.pipeline.joint`) or the
+line search and refinement (``characterise.refine_iterations`` > 0, :mod:`dfjax.pipeline.deblend`)
+→ model3d (v) → flux (vi), and returns :class:`Source` rows in pixel units. Unit conversion (pixels → sky, channels → frequency, cube units → Jy) is the
 caller's (``dfjax.infer``).
 
 Re-exported here: :class:`Models` and :data:`MODEL_NAMES` (:mod:`dfjax.pipeline.models`),
@@ -44,7 +44,8 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
     """Steps (i)–(vi): dirty cube (nz, ny, nx), cube units as in training → sources, in detection order.
 
     ``beam_area_px`` (pixels per beam) only scales ``line_flux_measured``; ``psf`` (odd square, unit
-    peak at its centre): the beam for the scene fit (``scene.enabled``), else measured on the noise.
+    peak at its centre): the beam for the scene fit, which runs in place of refinement with
+    ``scene.enabled``, or with ``scene.with_psf`` whenever a ``psf`` is given; else measured on the noise.
     ``progress``: a bar on stderr names the stage running (a paper-size cube takes tens of seconds).
     """
     cube = np.asarray(cube, np.float32)
@@ -52,7 +53,8 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
         raise ValueError(f"expected a cube (nz, ny, nx), got shape {cube.shape}")
     models.check(nz=cube.shape[0])
     clean = np.nan_to_num(cube, nan=0.0) if not np.isfinite(cube).all() else cube
-    refit = "scene fit" if config.scene.enabled else "refine" if config.characterise.refine_iterations > 0 else None
+    joint = config.scene.enabled or (config.scene.with_psf and psf is not None)
+    refit = "scene fit" if joint else "refine" if config.characterise.refine_iterations > 0 else None
     step = _stages(["detect", "spectra", "focus", "morphology", *([refit] if refit else []), "measure"], progress)
     boxes = step(detect(models.blobs_finder, clean, config))  # (i)
     candidates = step(characterise_spectra(models.deep_gru, clean, boxes, config))  # (ii)
@@ -60,7 +62,7 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
     shapes = step(estimate_morphology(models.resnet_fwhm_x, models.resnet_fwhm_y, models.resnet_pa, detections,
                                       config, cube=clean))  # (iv)  # fmt: skip
     fitted = None
-    if config.scene.enabled:  # (iv′) every source fitted jointly through the beam, the line search's too
+    if joint:  # (iv′) every source fitted jointly through the beam, the line search's too
         detections, fitted = step(scene_sources(clean, detections, shapes, config, psf=psf))
         shapes = [Morphology(x=f.x, y=f.y, fwhm_x=f.fwhm_x, fwhm_y=f.fwhm_y, pa=f.pa) for f in fitted]
     elif config.characterise.refine_iterations > 0:  # (ii′) the line search, (iv′) refinement and the cut
