@@ -2,11 +2,14 @@
 
     python benchmarks/bench_infer.py --sofia /tmp/sofia2/sofia          # 4 cubes of 360 x 360 x 128
     python benchmarks/bench_infer.py --cubes 2 --size 128 --sofia ...   # quicker
-    python benchmarks/bench_infer.py --set scene.enabled=true ...       # a setting on top of the tuned one
+    python benchmarks/bench_infer.py --noise paper --psf --sofia ...    # the paper's noise, each cube with its PSF
+    python benchmarks/bench_infer.py --set scene.min_snr=8 ...           # a setting on top of the tuned one
 
 The trained models of ``--model-dir`` (``models/`` after ``dvc repro``) with their tuned
 ``pipeline.yaml``; cubes simulated by the fast backend from the default configuration at the
-requested size (Table-1 skies), written once to a temporary directory. Each tool runs as a
+requested size (Table-1 skies; ``--noise paper``: the paper's white noise on top), written once to
+a temporary directory; with ``--psf`` each cube has its PSF beside it (``<stem>.psf.fits``), so
+dfjax runs the scene fit, as for a user who exports tclean's ``.psf``. Each tool runs as a
 whole process over all cubes, start-up and model loading included, ``--repeats`` times in turn
 (dfjax, SoFiA-2, dfjax, ...): the figures are seconds per cube (the median run's wall time over
 the number of cubes) and their ratio, each pair measured back to back. SoFiA-2 2.5.1 is built
@@ -28,14 +31,18 @@ from pathlib import Path
 
 
 
-def simulate(out: Path, n: int, size: int, seed: int) -> list[Path]:
-    """``n`` dirty cubes of size² × 128 from the default configuration (fast backend)."""
+def simulate(out: Path, n: int, size: int, seed: int, *, noise: str = "snr", psf: bool = False) -> list[Path]:
+    """``n`` dirty cubes of size² × 128 from the default configuration (fast backend), with
+    ``noise`` as ``sim.noise.mode``; ``psf``: the set-up's PSF beside each as ``<stem>.psf.fits``."""
     from sim.config import SimConfig
     from sim.generate import generate
 
-    config = SimConfig().replace(**{"cube.size": size, "seed": seed})
-    generate(out, n, config, progress=False)
-    return sorted(out.glob("cube_*.fits"))
+    config = SimConfig().replace(**{"cube.size": size, "seed": seed, "noise.mode": noise})
+    generate(out, n, config, progress=False, psf=psf)
+    cubes = sorted(out.glob("cube_*.fits"))
+    for cube in cubes if psf else ():
+        cube.with_name(cube.stem + ".psf.fits").symlink_to("psf.fits")
+    return cubes
 
 
 def run_dfjax(cubes: list[Path], model_dir: Path, out: Path, sets: list[str]) -> float:
@@ -70,12 +77,15 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="a pipeline setting on top of the tuned one (as dfjax.infer --set)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the simulated cubes")
+    parser.add_argument("--noise", default="snr", help="sim.noise.mode of the cubes (paper: white noise on top)")
+    parser.add_argument("--psf", action="store_true", help="each cube's PSF beside it: dfjax runs the scene fit")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        cubes = simulate(tmp / "cubes", args.cubes, args.size, args.seed)
-        print(f"{len(cubes)} cubes of {args.size} x {args.size} x 128 simulated in {time.perf_counter() - t0:.1f} s")
+        cubes = simulate(tmp / "cubes", args.cubes, args.size, args.seed, noise=args.noise, psf=args.psf)
+        print(f"{len(cubes)} cubes of {args.size} x {args.size} x 128 ({args.noise} noise"
+              f"{', PSF beside each' if args.psf else ''}) simulated in {time.perf_counter() - t0:.1f} s")
         ours, theirs = [], []
         for r in range(args.repeats):
             ours.append(run_dfjax(cubes, args.model_dir, tmp / f"dfjax{r}", args.sets) / len(cubes))

@@ -27,7 +27,7 @@ continuum              Jy / beam    mean continuum surface brightness
 snr                                 signal-to-noise ratio (eq. 17)
 x0, y0, x1, y1         pix          bounding box, half-open
 z0, z1                 chan         emission range Δz, half-open
-flags                               comma-separated: blended, deblended, searched
+flags                               comma-separated: blended, deblended, residual, searched, unresolved
 reliability                         1 − N_neg/N_pos above the source's SNR (only with --reliability;
                                     :mod:`dfjax.reliability`)
 =====================  ===========  ==========================================================
@@ -132,7 +132,8 @@ COLUMNS: dict[str, ColumnDoc] = {
     "y1": ColumnDoc("pos.cartesian.y;stat.max", "Bounding box, one past the last pixel along y"),
     "z0": ColumnDoc("pos.cartesian.z;stat.min", "Emission range, first channel"),
     "z1": ColumnDoc("pos.cartesian.z;stat.max", "Emission range, one past the last channel"),
-    "flags": ColumnDoc("meta.code", "Comma-separated: blended, deblended, residual, searched"),
+    "flags": ColumnDoc("meta.code",
+                       "Comma-separated: blended, deblended, residual, searched, unresolved (size an upper limit)"),
     "reliability": ColumnDoc("stat.probability", "1 - N_neg/N_pos of the detections at or above this SNR, the "
                                                  "negatives found on -cube (only with --reliability)"),
 }

@@ -216,3 +216,20 @@ def test_sidelobes_past_the_psfs_edge_count_as_noise_for_who_sits_there():
     _, with_far = solve_amplitudes(*system, alive, 0.0)
     _, without = solve_amplitudes(*system[:4], np.zeros_like(far), alive, 0.0)
     assert with_far[1] > 100 * without[1] and with_far[2] == pytest.approx(without[2], rel=1e-3)
+
+
+def test_a_point_source_is_flagged_unresolved_and_an_extended_one_is_not():
+    """The scene's sizes are intrinsic: a point source seen through the 6 × 5 px beam comes out with a
+    major FWHM consistent with zero (flagged, its size an upper limit), a 6 × 3.5 px source measured."""
+    from dfjax.pipeline.joint import beam_fwhm, unresolved
+
+    beam = psf()
+    sigma = 0.01
+    point = (45.0, 15.0, 0.3, 0.3, 0.0, 16.0, 3.0, 0.5)
+    line = cube_of([BRIGHT, point], beam) + np.random.default_rng(4).normal(0, sigma, (NZ, N, N))
+    scene = Scene(line=line.astype(np.float32), noise=np.full(NZ, sigma), psf=beam, correlation=white(sigma))
+    guesses = [Guess(25, 39, 8, 8, 0, 11, 5), Guess(44, 16, 6, 6, 0, 15, 4)]
+    extended, compact = fit_scene(scene, guesses, min_snr=5.0, window_half_px=12, core_half_px=24)
+    assert beam_fwhm(beam) == pytest.approx(np.sqrt(6.0 * 5.0), rel=0.1)
+    assert not unresolved(extended, beam_fwhm(beam)) and unresolved(compact, beam_fwhm(beam))
+    assert max(compact.fwhm_x, compact.fwhm_y) < 2.5  # its upper limit stays well under the beam

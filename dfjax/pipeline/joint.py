@@ -11,6 +11,12 @@
    sources fitted again on the new line cube.
 4. With ``scene.residual`` the search runs again on the cube minus the fitted scene: a source a
    brighter one hid is a peak there. The new candidates join the fitted sources for one more fit.
+
+The fitted sizes are intrinsic (the beam is in the model). A source whose major-axis FWHM is
+within 2σ of zero, or under a quarter of the beam's FWHM (a PSF known to a few per cent cannot
+tell sizes below that apart), is flagged ``unresolved`` (:func:`unresolved`): its size is an
+upper limit, FWHM + 2·err or that quarter beam, not a measurement — the beam is never reported
+as a source's size.
 """
 
 from __future__ import annotations
@@ -20,16 +26,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dfjax.maths import FWHM_PER_SIGMA
 from dfjax.pipeline.characterise import Morphology, model_box
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection
+from dfjax.pipeline.forward import MIN_SIGMA_PX
 from dfjax.pipeline.psf import noise_model
 from dfjax.pipeline.scene import Fitted, Guess, Scene, fit_scene, scene_model
 from dfjax.pipeline.search import RESIDUAL, SEARCHED, channel_noise, line_cube, peak_detections, search_peaks
 
-__all__ = ["noise_scene", "scene_sources"]
+__all__ = ["UNRESOLVED", "beam_fwhm", "noise_scene", "scene_sources", "unresolved"]
 
 CONTINUUM_MASK_SIGMA = 1.0  # voxels where the fitted scene exceeds this many noise σ are left out of the continuum
+UNRESOLVED = "unresolved"  # the flag of a source whose size is consistent with zero
 NOISE_PIXELS = 64 * 128 * 128  # the noise correlation is measured on about this many pixels of channel differences
 
 
@@ -54,6 +63,22 @@ def _reach(psf: np.ndarray, half: int) -> np.ndarray:
     r0, r1 = min(h0, half), min(h1, half)
     out[half - r0 : half + r0 + 1, half - r1 : half + r1 + 1] = psf[h0 - r0 : h0 + r0 + 1, h1 - r1 : h1 + r1 + 1]
     return out
+
+
+RESOLVED_BEAMS = 0.25  # an intrinsic FWHM under this fraction of the beam's is not a measured size
+
+
+def unresolved(f: Fitted, beam_fwhm_px: float) -> bool:
+    """Whether the fitted intrinsic size is consistent with zero: the major axis's FWHM under twice its
+    1σ error, under ``RESOLVED_BEAMS`` × the beam's FWHM, or at the fit's floor."""
+    major, error = max((f.fwhm_x, f.errors["fwhm_x"]), (f.fwhm_y, f.errors["fwhm_y"]))
+    floor = max(1.05 * FWHM_PER_SIGMA * MIN_SIGMA_PX, RESOLVED_BEAMS * beam_fwhm_px)
+    return bool(major <= floor or major < 2.0 * error)
+
+
+def beam_fwhm(psf: np.ndarray) -> float:
+    """The main lobe's FWHM in pixels (geometric mean of its axes): 2·√(area above half its peak / π)."""
+    return float(2.0 * np.sqrt(np.count_nonzero(psf >= 0.5 * psf.max()) / np.pi))
 
 
 def _fit(scene: Scene, guesses: Sequence[Guess], config: PipelineConfig) -> list[Fitted]:
@@ -97,9 +122,11 @@ def scene_sources(cube: np.ndarray, detections: Sequence[Detection], shapes: Seq
             origin = [(origin + found)[f.index] for f in refit]
             fitted = refit
     k = config.spectra.emission_half_width_fwhm
+    beam = beam_fwhm(scene.psf)
     out = []
     for d, f in zip(origin, fitted):
         box = model_box(f.x, f.y, f.fwhm_x, f.fwhm_y, f.pa, level=config.characterise.box_level, shape=cube.shape[1:])
+        flags = d.flags | {UNRESOLVED} if unresolved(f, beam) else d.flags
         out.append(dataclasses.replace(d, z=f.z, fwhm_z=f.fwhm_z, z0=f.z - k * f.fwhm_z, z1=f.z + k * f.fwhm_z,
-                                       box=box, snr=f.snr))  # fmt: skip
+                                       box=box, snr=f.snr, flags=flags))  # fmt: skip
     return out, fitted

@@ -29,8 +29,9 @@ class Source:
     cube-units · channels · pixels / beam_area_px (see :mod:`dfjax.pipeline.flux`);
     snr the focused global SNR (eq. 17); box (x0, y0, x1, y1) half-open field
     pixels, (z0, z1) the emission range in channels; flags ⊆ ("blended", "deblended", "residual",
-    "searched"): "searched" when the line search (``search.enabled``) found it, "residual" as well
-    when it was found with the other sources subtracted (``search.residual``).
+    "searched", "unresolved"): "searched" when the line search (``search.enabled``) found it,
+    "residual" as well when it was found with the other sources subtracted (``search.residual``),
+    "unresolved" when the scene fit's size is consistent with zero (:func:`dfjax.pipeline.joint.unresolved`).
     """
 
     x: float
@@ -71,7 +72,7 @@ def fit_columns(f: Fitted) -> dict[str, float]:
             **{f"err_{k}": e[k] for k in ("x", "y", "fwhm_x", "fwhm_y", "pa", "z", "fwhm_z")}}
 
 
-_FLAG_WIDTH = 32
+_FLAG_WIDTH = 64
 
 
 def catalogue_rows(sources: Sequence[Source]) -> np.ndarray:
