@@ -5,7 +5,8 @@
 
 ``--cubes`` holds ``cube_NNNNN.fits`` and the ``catalogue.csv`` of ``python -m sim generate``
 (any backend, any size). Each cube is catalogued as ``dfjax.infer`` does (``psf.fits`` of the
-directory, when there, is the PSF the scene fit sees; ``--no-psf`` measures it on the noise) and
+directory, when there, is given to every cube, so the scene fit runs through it, ``scene.with_psf``;
+``--no-psf`` leaves it out) and
 matched to the truth two ways: the paper's (:mod:`dfjax.eval.matching`, box IoU ≥ 0.6, centres
 < 3 px, emission ranges' IoU ≥ 0.6) and by centre (< 3 px, line centre within max(2, FWHM_z/2)
 channels; :func:`~dfjax.eval.matching.match_centres`). The metrics, recall by peak SNR included,

@@ -39,6 +39,7 @@ __all__ = ["UNRESOLVED", "beam_fwhm", "noise_scene", "scene_sources", "unresolve
 
 CONTINUUM_MASK_SIGMA = 1.0  # voxels where the fitted scene exceeds this many noise σ are left out of the continuum
 UNRESOLVED = "unresolved"  # the flag of a source whose size is consistent with zero
+RESOLVED_BEAMS = 0.25  # an intrinsic FWHM under this fraction of the beam's is not a measured size
 NOISE_PIXELS = 64 * 128 * 128  # the noise correlation is measured on about this many pixels of channel differences
 
 
@@ -63,9 +64,6 @@ def _reach(psf: np.ndarray, half: int) -> np.ndarray:
     r0, r1 = min(h0, half), min(h1, half)
     out[half - r0 : half + r0 + 1, half - r1 : half + r1 + 1] = psf[h0 - r0 : h0 + r0 + 1, h1 - r1 : h1 + r1 + 1]
     return out
-
-
-RESOLVED_BEAMS = 0.25  # an intrinsic FWHM under this fraction of the beam's is not a measured size
 
 
 def unresolved(f: Fitted, beam_fwhm_px: float) -> bool:

@@ -4,8 +4,8 @@
 back: detect (i) → spectra (ii) → focus (iii) → characterise (iv) → the scene fit
 (``scene.enabled``, or ``scene.with_psf`` and a PSF given; :mod:`dfjax.pipeline.joint`) or the
 line search and refinement (``characterise.refine_iterations`` > 0, :mod:`dfjax.pipeline.deblend`)
-→ model3d (v) → flux (vi), and returns :class:`Source` rows in pixel units. Unit conversion (pixels → sky, channels → frequency, cube units → Jy) is the
-caller's (``dfjax.infer``).
+→ model3d (v) → flux (vi), and returns :class:`Source` rows in pixel units. Unit conversion
+(pixels → sky, channels → frequency, cube units → Jy) is the caller's (``dfjax.infer``).
 
 Re-exported here: :class:`Models` and :data:`MODEL_NAMES` (:mod:`dfjax.pipeline.models`),
 :class:`Source` and :func:`catalogue_rows` (:mod:`dfjax.pipeline.source`), :func:`refine_detections`
