@@ -235,3 +235,29 @@ def test_scoring_a_directory_of_simulated_cubes(tmp_path):
         assert d["tp"] + d["fn"] == truth and 0.0 <= d["precision"] <= 1.0
     assert result["dfjax"]["centre_matching"]["tp"] >= 1
     assert np.isfinite(result["dfjax"]["centre_matched"]["x"]["std"])
+
+
+def test_a_fit_folded_across_90_degrees_is_compared_as_the_ellipse_it_is():
+    # truth (5, 15, 89°); the fit at 91° folds to (15, 5, 1°): the same ellipse, 2° off
+    fx, fy, pa = M.aligned_shapes(np.array([5.0, 5.0]), np.array([15.0, 15.0]), np.array([15.2, 5.1]),
+                                  np.array([4.9, 14.8]), np.array([1.0, 87.0]))  # fmt: skip
+    np.testing.assert_allclose(fx, [4.9, 5.1])
+    np.testing.assert_allclose(fy, [15.2, 14.8])
+    np.testing.assert_allclose(M.angle_residual(pa, np.array([89.0, 89.0])), [2.0, -2.0])
+
+
+def test_paired_values_score_every_flux_estimate_and_pa_of_elongated_sources_only():
+    truth = {"x": [1.0, 2.0], "y": [1.0, 2.0], "z": [3.0, 4.0], "fwhm_x": [5.0, 8.0], "fwhm_y": [15.0, 8.4],
+             "fwhm_z": [2.0, 2.0], "pa": [89.0, 30.0], "flux": [2.0, 4.0]}  # fmt: skip
+    pred = truth | {"fwhm_x": [15.0, 8.0], "fwhm_y": [5.0, 8.4], "pa": [1.0, 75.0], "flux": [3.0, 4.0],
+                    "flux_measured": [2.1, 4.0], "flux_fit": [np.nan, 3.0]}  # fmt: skip
+    values = M.paired_values([({k: np.array(v) for k, v in truth.items()}, {k: np.array(v) for k, v in pred.items()})])
+    c = M.characterisation_metrics(values)
+    assert c["fwhm_x"]["std"] == 0.0 and c["fwhm_y"]["std"] == 0.0  # the first is the same ellipse
+    assert c["pa_elongated"]["sources"] == 1 and c["pa_elongated"]["mean"] == pytest.approx(2.0)
+    assert c["pa"]["mean"] == pytest.approx((2.0 + 45.0) / 2)  # the round second source counts in pa
+    assert c["flux"]["within_10pct"] == 0.5 and c["flux_measured"]["within_10pct"] == 1.0
+    assert c["flux_fit"]["sources"] == 1 and c["flux_fit"]["mean"] == pytest.approx(-1.0)  # NaN left out
+    del pred["flux_fit"]
+    values = M.paired_values([({k: np.array(v) for k, v in truth.items()}, {k: np.array(v) for k, v in pred.items()})])
+    assert "flux_fit" not in values and "flux_measured" in values

@@ -36,7 +36,8 @@ from sim.cli import add_config, add_quiet, fail, make_parser
 __all__ = ["CubeResult", "EvalError", "evaluate", "predict_split", "summarise", "write_json"]  # fmt: skip
 
 PREDICTED_COLUMNS: tuple[str, ...] = ("x", "y", "z", "fwhm_x", "fwhm_y", "pa", "fwhm_z", "line_flux", "snr",
-                                      "x0", "y0", "x1", "y1", "z0", "z1")  # fmt: skip
+                                      "x0", "y0", "x1", "y1", "z0", "z1", "line_flux_measured")  # fmt: skip
+OPTIONAL_COLUMNS: tuple[str, ...] = ("line_flux_fit",)  # NaN where the catalogue has none (no scene fit)
 
 
 class EvalError(ValueError):
@@ -56,7 +57,9 @@ class CubeResult:
 
 
 def _predicted_columns(table: Any) -> dict[str, np.ndarray]:
-    return {name: np.asarray(getattr(table[name], "value", table[name]), np.float64) for name in PREDICTED_COLUMNS}
+    columns = {name: np.asarray(getattr(table[name], "value", table[name]), np.float64) for name in PREDICTED_COLUMNS}
+    return columns | {name: (np.asarray(getattr(table[name], "value", table[name]), np.float64) if name in table.colnames
+                             else np.full(len(table), np.nan)) for name in OPTIONAL_COLUMNS}  # fmt: skip
 
 
 def _boxes(columns: dict[str, np.ndarray]) -> np.ndarray:
@@ -65,8 +68,12 @@ def _boxes(columns: dict[str, np.ndarray]) -> np.ndarray:
 
 def predict_split(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: str, split: str, models: Any,
                   config: Any, *, criteria: MatchCriteria = MatchCriteria(), limit: int | None = None,
-                  progress: bool = True, desc: str | None = None) -> list[CubeResult]:  # fmt: skip
-    """Catalogue every cube of ``split`` with the pipeline and match it to the truth."""
+                  progress: bool = True, desc: str | None = None,
+                  psf: str | os.PathLike | None = None, pb: str | os.PathLike | None = None
+                  ) -> list[CubeResult]:  # fmt: skip
+    """Catalogue every cube of ``split`` with the pipeline and match it to the truth; ``psf`` and
+    ``pb``: the set-up's dirty beam and primary beam (``python -m sim psf``), given for every cube as
+    a user gives ``--psf`` (the scene fit, ``scene.with_psf``) and ``--pb`` (fluxes PB-corrected)."""
     from dfjax.infer import infer_cube
 
     results = []
@@ -77,7 +84,7 @@ def predict_split(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, datas
         if not path.is_file():
             raise EvalError(f"{path}: missing; --sim-dir must be the directory the dataset was packaged from")
         t0 = time.perf_counter()
-        table = infer_cube(path, models, config)
+        table = infer_cube(path, models, config, psf_file=psf, pb_file=pb)
         seconds = time.perf_counter() - t0
         predicted = _predicted_columns(table)
         truth_boxes = eval_data.truth_boxes(item.catalogue)
@@ -97,6 +104,7 @@ def _pairs(results: Sequence[CubeResult]) -> list[tuple[dict, dict]]:
         truth = {name: r.truth[name][t] for name in M.PARAMETERS if name != "flux"} | {"flux": r.truth["line_flux"][t]}
         pred = {name: r.predicted[name][p] for name in M.PARAMETERS if name != "flux"}
         pred["flux"] = r.predicted["line_flux"][p]
+        pred |= {name: r.predicted[column][p] for name, column in M.FLUX_ESTIMATES.items() if column in r.predicted}
         out.append((truth, pred))
     return out
 
@@ -123,9 +131,10 @@ def write_json(path: str | os.PathLike, content: Any) -> None:
 def evaluate(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: str, model_dir: str | os.PathLike, *,
              split: str = "test", metrics_dir: str | os.PathLike = "metrics", plots_dir: str | os.PathLike = "plots",
              report: str | os.PathLike | None = None, baselines: str | os.PathLike | None = None,
-             progress: bool = True, config: Any = None,
-             compare: Mapping[str, str | os.PathLike] | None = None) -> dict:  # fmt: skip
-    """Run the pipeline with ``model_dir``'s models and ``config`` (default: its tuned one) over ``split``.
+             progress: bool = True, config: Any = None, compare: Mapping[str, str | os.PathLike] | None = None,
+             psf: str | os.PathLike | None = None, pb: str | os.PathLike | None = None) -> dict:  # fmt: skip
+    """Run the pipeline with ``model_dir``'s models and ``config`` (default: its tuned one) over ``split``,
+    each cube seen through ``psf`` and corrected for ``pb`` when given (:func:`predict_split`).
 
     ``compare``: name → a metrics directory of another run of this command (e.g. the paper's
     pipeline, ``PipelineConfig()`` defaults) whose figures the report shows beside these.
@@ -140,8 +149,11 @@ def evaluate(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, dataset: s
         config = pipeline_config(model_dir) if config is None else config
     except InferError as exc:
         raise EvalError(str(exc)) from None
+    for flag, path in (("--psf", psf), ("--pb", pb)):
+        if path is not None and not Path(path).is_file():
+            raise EvalError(f"{flag} {path}: no such file (python -m sim psf --config params.yaml --out PSF --pb PB)")
     models = Models.load(model_dir)
-    results = predict_split(sim_dir, data_dir, dataset, split, models, config, progress=progress)
+    results = predict_split(sim_dir, data_dir, dataset, split, models, config, progress=progress, psf=psf, pb=pb)
     detection, characterisation = summarise(results)
     detection["split"] = split
     write_json(Path(metrics_dir) / "detection.json", detection)
@@ -193,6 +205,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--baselines", type=Path, default=None, help="metrics/baselines.json, quoted in the report")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=METRICS_DIR",
                         help="another run's --metrics-dir, shown beside this one in the report (repeatable)")
+    parser.add_argument("--psf", type=Path, default=None, metavar="PSF.fits",
+                        help="the set-up's dirty beam (python -m sim psf): every cube goes through the scene fit "
+                             "with it, as a user's cube with --psf does")
+    parser.add_argument("--pb", type=Path, default=None, metavar="PB.fits",
+                        help="the set-up's primary beam (python -m sim psf --pb): every cube's measured fluxes are "
+                             "divided by it, as a user's cube with --pb")
     add_config(parser, f"its `pipeline:` section replaces MODEL_DIR/{PIPELINE_CONFIG} (the tuned settings)",
                example="characterise.min_line_snr=7")
     add_quiet(parser)
@@ -203,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         result = evaluate(args.sim_dir, args.data_dir, args.dataset, args.model_dir, split=args.split,
                           metrics_dir=args.metrics_dir, plots_dir=args.plots_dir, report=args.report,
                           baselines=args.baselines, progress=not args.quiet, config=config,
-                          compare=compare)  # fmt: skip
+                          compare=compare, psf=args.psf, pb=args.pb)  # fmt: skip
     except (InferError, EvalError, FileNotFoundError, KeyError, ValueError) as exc:
         fail(parser.prog, exc)
     d = result["detection"]
