@@ -1,4 +1,4 @@
-"""Command line: ``python -m sim generate|observe|preview|configs`` (console script ``dfjax-sim``).
+"""Command line: ``python -m sim generate|observe|psf|preview|configs`` (console script ``dfjax-sim``).
 
 Examples::
 
@@ -96,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--overwrite", action="store_true", help="replace an existing --out/--psf")
     _common(o)
 
+    b = add_subcommand(sub, "psf", "write the set-up's dirty beam (the fast backend's, one plane per channel)", [
+        "python -m sim psf --config params.yaml --out data/psf.fits --pb data/pb.fits",
+        "python -m sim psf --size 360 --antenna-config alma.cycle9.5 --out psf_c95.fits"])  # fmt: skip
+    b.add_argument("--out", required=True, help="PSF cube to write (FITS; what `generate --psf` writes as psf.fits)")
+    b.add_argument("--pb", help="also write the primary beam (peak 1) the dirty cubes are multiplied by here")
+    b.add_argument("--size", type=int, help=f"field size in pixels {_default('cube.size')}")
+    b.add_argument("--channels", type=int, help=f"number of channels {_default('cube.channels')}")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _common(b)
+
     v = add_subcommand(sub, "preview", "PNG quick-look of one generated cube", [
         "python -m sim preview data/sim --cube 3",
         "python -m sim preview data/sim --cube 3 --out previews/"])  # fmt: skip
@@ -187,6 +197,27 @@ def run_observe(args: argparse.Namespace) -> None:
     print(f"wrote {out}" + (f" and {psf_out}" if psf_out else ""))
 
 
+def run_psf(args: argparse.Namespace) -> None:
+    config = load_config(args.config, args.sets, {
+        "cube.size": args.size, "cube.channels": args.channels, "observation.antenna_config": args.antenna_config,
+    })  # fmt: skip
+    targets = {"--out": Path(args.out)} | ({"--pb": Path(args.pb)} if args.pb else {})
+    for flag, path in targets.items():
+        if path.is_dir():
+            raise ConfigError(f"{flag} {path}: is a directory; name the FITS file to write")
+        if path.exists() and not args.overwrite:
+            raise ConfigError(f"{flag} {path}: exists; use --overwrite to replace it")
+        if not path.parent.is_dir():
+            raise ConfigError(f"{flag} {path}: no such directory {path.parent}")
+    from sim.beams import write_pb  # imported late: bad flags fail before JAX loads
+    from sim.generate import write_psf
+
+    write_psf(targets["--out"], config)
+    if "--pb" in targets:
+        write_pb(targets["--pb"], config)
+    print("wrote " + " and ".join(map(str, targets.values())))
+
+
 def run_preview(args: argparse.Namespace) -> None:
     from sim.generate import CUBE_PATTERN, SKY_PATTERN
     from sim.plot import preview
@@ -217,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             run_generate(args)
         elif args.command == "preview":
             run_preview(args)
+        elif args.command == "psf":
+            run_psf(args)
         else:
             run_observe(args)
     except quiet_errors as exc:

@@ -112,3 +112,14 @@ def test_set_reads_exponent_numbers_as_numbers(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("sim:\n  sky:\n    amplitude: [1e-9, 1e-8]\n")
     assert read_yaml(path)["sim"]["sky"]["amplitude"] == [1e-9, 1e-8]
+
+
+def test_psf_writes_what_generate_writes_and_refuses_to_overwrite(tmp_path, made):
+    generate(made, 1, SimConfig().replace(**{"cube.size": 32, "cube.channels": 4}), progress=False, psf=True)
+    out = tmp_path / "psf.fits"
+    assert main(["psf", *SMALL, "--out", str(out)]) == 0
+    assert (fits.getdata(out) == fits.getdata(made / "psf.fits")).all()
+    before = out.read_bytes()
+    assert_one_line_error(_cli("psf", *SMALL, "--out", out), "exists", "--overwrite")
+    assert_one_line_error(_cli("psf", *SMALL, "--out", tmp_path), "is a directory")
+    assert out.read_bytes() == before
