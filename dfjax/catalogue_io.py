@@ -24,6 +24,8 @@ peak_flux              Jy / beam    peak surface brightness
 line_flux              Jy km / s    line flux density integrated over the line (flux ResNet)
 line_flux_measured     Jy km / s    the same measured in the 3-D source mask (step v, beam-area normalised)
 continuum              Jy / beam    mean continuum surface brightness
+pb                                  primary-beam response at the source (only with --pb; the
+                                    measured fluxes, peak and continuum are divided by it)
 snr                                 signal-to-noise ratio (eq. 17)
 x0, y0, x1, y1         pix          bounding box, half-open
 z0, z1                 chan         emission range Δz, half-open
@@ -68,8 +70,8 @@ from astropy.wcs import WCS
 from dfjax.cube_io import PIPELINE_UNIT, Cube
 from dfjax.maths import gaussian_1d
 
-__all__ = ["COLUMNS", "FORMATS", "catalogue_table", "column_docs", "km_s_per_channel", "plot_catalogue",
-           "read_catalogue", "sky_ellipse", "write_atomic", "write_catalogue"]
+__all__ = ["COLUMNS", "FORMATS", "PB_COLUMNS", "catalogue_table", "column_docs", "km_s_per_channel", "pb_corrected",
+           "plot_catalogue", "read_catalogue", "sky_ellipse", "write_atomic", "write_catalogue"]  # fmt: skip
 
 SURFACE_BRIGHTNESS = u.Jy / u.beam
 
@@ -123,6 +125,8 @@ COLUMNS: dict[str, ColumnDoc] = {
     "line_flux_fit": ColumnDoc("phot.flux;spect.line", "Line flux of the fitted scene model, A 2pi sx sy sqrt(2pi) sz "
                                                        "(scene fit only)"),
     "continuum": ColumnDoc("phot.flux.density", "Mean continuum surface brightness"),
+    "pb": ColumnDoc("phys.transmission;instr.beam", "Primary-beam response at the source (--pb only); the measured fluxes, peak "
+                                  "and continuum are divided by it"),
     "snr": ColumnDoc("stat.snr", "Signal-to-noise ratio: eq. 17's, or the scene fit's line_snr when it ran"),
     "line_snr": ColumnDoc("stat.snr", "The SNR that kept the source: refinement's matched-line SNR, or the scene "
                                       "fit's amplitude over its error, with the cube's correlated noise"),
@@ -149,8 +153,9 @@ def km_s_per_channel(cube: Cube, z: float | np.ndarray) -> u.Quantity:
     return (const.c * dnu / reference).to(u.km / u.s)
 
 
-def catalogue_table(cube: Cube, sources: Sequence[Any]) -> QTable:
-    """QTable of ``sources`` (pipeline ``Source`` objects in ``cube``'s pixels) with world coordinates and units."""
+def catalogue_table(cube: Cube, sources: Sequence[Any], *, pb: np.ndarray | None = None) -> QTable:
+    """QTable of ``sources`` (pipeline ``Source`` objects in ``cube``'s pixels) with world coordinates and units;
+    with ``pb`` (the primary beam of a cube that is not PB-corrected) the measured fluxes :func:`pb_corrected`."""
     sources = sorted(sources, key=lambda s: -float(s.snr))
 
     def values(name: str) -> np.ndarray:
@@ -204,9 +209,35 @@ def catalogue_table(cube: Cube, sources: Sequence[Any]) -> QTable:
         err = values("err_" + source_name.get(name, name))
         if np.isfinite(err).any():
             t["err_" + name] = to_unit(err)
+    if pb is not None:
+        t = pb_corrected(t, pb)
     _describe(t, cube)
     t.meta.update(_meta(cube))
     return t
+
+
+PB_COLUMNS = ("peak_flux", "line_flux_measured", "f_sum", "line_flux_fit", "err_line_flux_fit", "continuum")
+"""The catalogue columns that scale with the sky's brightness, and so with the primary beam."""
+
+
+def pb_corrected(table: QTable, pb: np.ndarray) -> QTable:
+    """The catalogue with each source's measured fluxes (:data:`PB_COLUMNS`) divided by the primary
+    beam at its pixel and line channel, and that response as a ``pb`` column. ``pb``: (nz, ny, nx)
+    or (ny, nx), peak 1, on the cube's grid. A source where the PB is blank or zero (past pblimit)
+    keeps its fluxes, ``pb`` NaN. The flux ResNet's ``line_flux`` is left alone: it regresses the
+    simulator's true fluxes, not the image's."""
+    pb = np.asarray(pb, np.float64)
+    planes = pb[None] if pb.ndim == 2 else pb
+    value = lambda name, n: np.clip(np.round(np.asarray(table[name].value)).astype(np.int64), 0, n - 1)  # noqa: E731
+    response = planes[value("z", len(planes)), value("y", pb.shape[-2]), value("x", pb.shape[-1])]
+    response = np.where(np.isfinite(response) & (response > 0), response, np.nan)
+    out = table.copy()
+    scale = np.where(np.isfinite(response), response, 1.0)
+    for name in PB_COLUMNS:
+        if name in out.colnames:
+            out[name] = out[name] / scale
+    out["pb"] = response
+    return out
 
 
 def _describe(t: QTable, cube: Cube) -> None:

@@ -32,6 +32,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from astropy.io import fits
 from astropy.table import QTable
 
 from dfjax.catalogue_io import FORMATS, catalogue_table, plot_catalogue, write_atomic, write_catalogue
@@ -161,11 +163,39 @@ def pipeline_config(model_dir: str | Path, config_file: str | Path | None = None
         raise InferError(str(exc)) from None
 
 
+def cube_pb(cube: Cube, pb_file: str | Path | None = None) -> np.ndarray | None:
+    """The primary beam of a cube that is not PB-corrected: ``pb_file`` (``--pb``) or ``<cube stem>.pb.fits``
+    beside it, (nz, ny, nx) or (ny, nx) on the cube's grid; None without either. A cube whose header
+    says it is PB-corrected (``PBCOR = T``) is refused with an explicit ``pb_file``: dividing again
+    would be wrong."""
+    sibling = cube.path.with_name(cube.path.name.split(".fits")[0] + ".pb.fits")
+    path = Path(pb_file) if pb_file is not None else (sibling if sibling.is_file() else None)
+    if path is None:
+        return None
+    if cube.header.get("PBCOR", False):
+        if pb_file is None:
+            return None
+        raise InferError(f"--pb {path}: {cube.path.name} is already primary-beam corrected (PBCOR = T)")
+    try:
+        pb = np.squeeze(np.asarray(fits.getdata(path), np.float32))
+    except (OSError, TypeError, ValueError) as exc:
+        raise InferError(f"--pb {path}: not a readable FITS image ({' '.join(str(exc).split())})") from None
+    nz, ny, nx = cube.shape
+    if pb.shape not in ((ny, nx), (nz, ny, nx)):
+        raise InferError(f"--pb {path}: shape {pb.shape}, but the cube is {(nz, ny, nx)} (nz, ny, nx)")
+    if not np.nanmax(pb) > 0 or np.nanmax(pb) > 1.5:
+        raise InferError(f"--pb {path}: peak {np.nanmax(pb):.3g}; a primary beam peaks at 1")
+    return pb
+
+
 def infer_cube(cube: Cube | str | Path, models: Any, config: Any = None, *, runner: Runner | None = None,
-               progress: bool = False, psf_file: str | Path | None = None) -> QTable:  # fmt: skip
+               progress: bool = False, psf_file: str | Path | None = None,
+               pb_file: str | Path | None = None) -> QTable:  # fmt: skip
     """Catalogue (QTable with units) of one cube: read it if needed, run the pipeline window by window.
-    ``psf_file``: the cube's PSF image for the scene fit (:func:`cube_psf`)."""
+    ``psf_file``: the cube's PSF image for the scene fit (:func:`cube_psf`); ``pb_file``: its primary
+    beam, which the measured fluxes are divided by (:func:`cube_pb`)."""
     cube = cube if isinstance(cube, Cube) else read_cube(cube)
+    pb = cube_pb(cube, pb_file)
     config = _default_config() if config is None else config
     runner = runner or _default_runner(cube.beam_area_px or 1.0, cube_psf(cube, config, psf_file), progress=progress)
     crop_size, spectrum_length = model_sizes(models)
@@ -180,7 +210,7 @@ def infer_cube(cube: Cube | str | Path, models: Any, config: Any = None, *, runn
         spatial = crop_size  # a stand-in configuration: tile every step
     sources = run_tiled(cube.data, lambda part: runner(part, models, config),
                         crop_size=spatial, spectrum_length=spectrum_length, progress=progress)
-    return catalogue_table(cube, sources)
+    return catalogue_table(cube, sources, pb=pb)
 
 
 def format_for(out: Path | None) -> str:
@@ -223,11 +253,13 @@ def infer_files(
     seed: int = 0,
     products: str | Sequence[str] = (),
     psf: str | Path | None = None,
+    pb: str | Path | None = None,
 ) -> list[Path]:
     """Catalogue each cube; returns the catalogue paths. :class:`InferError`/:class:`CubeError` before any write.
 
     ``config``: a PipelineConfig; without one, :func:`pipeline_config` of ``config_file`` and ``sets``.
-    ``psf``: a PSF image (FITS) the scene fit sees every cube through (:func:`cube_psf`).
+    ``psf``: a PSF image (FITS) the scene fit sees every cube through (:func:`cube_psf`); ``pb``: the
+    primary beam (FITS) the measured fluxes of every cube are divided by (:func:`cube_pb`).
 
     ``reliability`` (implied by ``min_reliability``): a ``reliability`` column from one more run on
     −cube (:mod:`dfjax.reliability`), rows below ``min_reliability`` dropped. ``completeness``:
@@ -266,6 +298,7 @@ def infer_files(
     shapes = []
     for i, path in enumerate(paths):  # read every cube once before loading models or writing anything
         cube = read_cube(path)
+        cube_pb(cube, pb)  # a PB that does not fit the cube is refused before anything loads
         shapes.append((path, cube.shape))
         if not batch:
             cubes[i] = cube
@@ -287,7 +320,7 @@ def infer_files(
     try:
         for i, (path, target) in enumerate(zip(paths, targets)):
             cube = cubes.pop(i, None) or read_cube(path)
-            table = infer_cube(cube, models, config, runner=runner, progress=progress, psf_file=psf)
+            table = infer_cube(cube, models, config, runner=runner, progress=progress, psf_file=psf, pb_file=pb)
             table.meta["MODELDIR"] = str(model_dir)
             unfiltered = table
             if reliability:
@@ -387,6 +420,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="the cube's PSF (tclean's .psf exported to FITS): the sources are fitted jointly "
                              "through it and its sidelobes explained (the scene fit, in place of refinement); "
                              "default: <cube stem>.psf.fits beside the cube if there is one")
+    parser.add_argument("--pb", type=Path, default=None, metavar="PB.fits",
+                        help="the primary beam of a cube that is not PB-corrected (tclean's .pb exported to FITS): "
+                             "the measured fluxes are divided by it at each source; "
+                             "default: <cube stem>.pb.fits beside the cube if there is one")
     parser.add_argument("--products", default=None, metavar="LIST",
                         help="also write, beside the catalogue, any of mask,moments,cubelets,regions (comma list)")
     add_config(parser, f"its `pipeline:` section replaces MODEL_DIR/{PIPELINE_CONFIG} (the tuned settings)",
@@ -398,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         infer_files(args.cubes, model_dir=args.model_dir, out=args.out, fmt=fmt, plot=args.plot,
                     reliability=args.reliability, min_reliability=args.min_reliability,
                     completeness=args.completeness, completeness_trials=args.completeness_trials, seed=args.seed,
-                    products=args.products or (), psf=args.psf,
+                    products=args.products or (), psf=args.psf, pb=args.pb,
                     config_file=args.config, sets=args.sets, progress=not args.quiet)  # fmt: skip
     except (InferError, CubeError) as exc:
         fail(parser.prog, exc)

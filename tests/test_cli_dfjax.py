@@ -243,3 +243,10 @@ def test_saved_arguments_include_the_constructors_defaults(tmp_path):
         checkpoint.write_model_config(tmp_path / name, {"model": name, "overrides": overrides})
         built = checkpoint.abstract_model(name, overrides)  # shapes only: no memory, no compute
         assert checkpoint.saved_arguments(tmp_path / name)[attribute] == getattr(built, attribute), name
+
+
+def test_evaluate_names_a_missing_psf_before_loading_models(tmp_path, capsys):
+    status, _, err = _main_exit("dfjax.eval.evaluate", ["--model-dir", str(tmp_path / "absent"),
+                                                         "--psf", str(tmp_path / "none.fits")], capsys)  # fmt: skip
+    assert status == 2
+    assert_one_line_error(err, "--psf", "none.fits", "no such file")

@@ -380,3 +380,50 @@ def test_a_psf_beside_the_cube_is_the_scene_fits_beam_and_turns_it_on(tmp_path):
     (tmp_path / "bad.fits").write_bytes(b"not fits")
     with pytest.raises(infer.InferError, match="bad.fits"):
         infer.cube_psf(cube, tuned, tmp_path / "bad.fits")
+
+
+def test_a_primary_beam_divides_the_measured_fluxes_at_each_source(tmp_path):
+    """cube_pb + pb_corrected: <stem>.pb.fits beside a flat-noise cube (or --pb) divides peak and
+    measured fluxes by the PB at the source's pixel and channel and fills ``pb``; the ResNet's
+    line_flux stays; a PB-corrected cube (PBCOR = T) refuses an explicit --pb; a PB on another grid
+    is refused by name."""
+    data = np.zeros((1, 8, 24, 24), np.float32)
+    data[0, 3, 6, 18] = 1.0  # the brightest voxel: x 18, y 6, channel 3
+    path = tmp_path / "c.fits"
+    fits.writeto(path, data, cube_header(24, 24, 8))
+    plain = infer.infer_cube(path, FakeModels(), runner=brightest_pixel)
+    assert "pb" not in plain.colnames
+    pb = np.ones((8, 24, 24), np.float32)
+    pb[3, 6, 18], pb[4, 6, 18] = 0.8, 0.5  # only the source's own channel counts
+    fits.writeto(tmp_path / "c.pb.fits", pb[None])
+    table = infer.infer_cube(path, FakeModels(), runner=brightest_pixel)
+    assert table["pb"][0] == pytest.approx(0.8)
+    assert table["peak_flux"][0].value == pytest.approx(plain["peak_flux"][0].value / 0.8)
+    assert table["line_flux"][0].value == plain["line_flux"][0].value
+    catalogue_io.write_catalogue(table, tmp_path / "c.vot", "votable")  # pb's UCD passes the strict reader
+    fields = votable.parse(tmp_path / "c.vot", verify="exception").get_first_table().fields
+    assert [f.ucd for f in fields if f.name == "pb"] == ["phys.transmission;instr.beam"]
+    fits.writeto(tmp_path / "small.fits", np.ones((12, 12), np.float32))
+    with pytest.raises(infer.InferError, match=r"--pb .*small.fits: shape \(12, 12\)"):
+        infer.infer_cube(path, FakeModels(), runner=brightest_pixel, pb_file=tmp_path / "small.fits")
+    header = cube_header(24, 24, 8)
+    header["PBCOR"] = True
+    fits.writeto(tmp_path / "corrected.fits", data, header)
+    with pytest.raises(infer.InferError, match="already primary-beam corrected"):
+        infer.infer_cube(tmp_path / "corrected.fits", FakeModels(), runner=brightest_pixel,
+                         pb_file=tmp_path / "c.pb.fits")  # fmt: skip
+
+
+def test_pb_corrected_leaves_a_source_past_the_pb_limit_alone(tmp_path):
+    data = np.zeros((1, 8, 24, 24), np.float32)
+    data[0, 3, 6, 18] = 1.0
+    path = tmp_path / "c.fits"
+    fits.writeto(path, data, cube_header(24, 24, 8))
+    table = infer.infer_cube(path, FakeModels(), runner=brightest_pixel)
+    pb = np.full((24, 24), np.nan, np.float32)
+    kept = catalogue_io.pb_corrected(table, pb)
+    assert np.isnan(kept["pb"][0]) and kept["peak_flux"][0] == table["peak_flux"][0]
+    pb[:] = 0.5
+    corrected = catalogue_io.pb_corrected(table, pb)
+    assert corrected["pb"][0] == 0.5 and corrected["peak_flux"][0] == 2 * table["peak_flux"][0]
+    assert corrected["line_flux"][0] == table["line_flux"][0] and table["peak_flux"].unit == corrected["peak_flux"].unit
