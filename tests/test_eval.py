@@ -152,11 +152,13 @@ def test_report_shows_a_compared_run_beside_ours(tmp_path):
     d["criteria_2d_only"] = dict(d)
     c = {"sources": 9, "x": {"mean": 0.1, "std": 0.2, "mean_abs": 0.15},
          "pa": {"mean": 1.0, "std": 20.0, "mean_abs": 9.0, "within_10pct": 0.5, "within_20pct": 0.7}}
-    paper = ({**d, "tp": 6, "fp": 3, "f1": 0.667}, {**c, "sources": 6, "pa": {**c["pa"], "within_10pct": 0.25}})
+    paper = ({**d, "tp": 6, "fp": 3, "f1": 0.667}, {**c, "sources": 6, "pa": {**c["pa"], "within_10pct": 0.25},
+             "flux_fit": {"mean": 0.0, "std": 0.5, "mean_abs": 0.4, "within_10pct": 0.8, "sources": 5}})  # fmt: skip
     write_report(tmp_path / "evaluation.md", d, c, [], compared={"paper's pipeline": paper})
     text = (tmp_path / "evaluation.md").read_text()
     assert "| paper's pipeline | 6 | 3 | 1 |" in text
     assert "| pa | std 20, 50% within 10% | std 20, 25% within 10% |" in text
+    assert "| flux_fit | – | std 0.5, 80% within 10% (5 sources) |" in text  # only the compared run has it
     assert "paper's pipeline (6 TPs)" in text
 
 

@@ -26,15 +26,16 @@ def _comparison(characterisation: Mapping[str, Any],
              "pa within 10% for 73%, line flux within 10% for 80%):", "",
              "| parameter | " + " | ".join(f"{name} ({c['sources']} TPs)" for name, c in runs.items()) + " |",
              "|---|" + "---|" * len(runs)]
-    for name, entry in characterisation.items():
-        if not isinstance(entry, Mapping):
-            continue
+    names = list(dict.fromkeys(k for c in runs.values() for k, v in c.items() if isinstance(v, Mapping)))
+    for name in names:  # every run's parameters, a flux estimate only one of them has too
         cells = []
         for c in runs.values():
             e = c.get(name)
             text = "–" if not isinstance(e, Mapping) else f"std {e['std']:.3g}"
             if isinstance(e, Mapping) and "within_10pct" in e:
                 text += f", {e['within_10pct']:.0%} within 10%"
+            if isinstance(e, Mapping) and "sources" in e:
+                text += f" ({e['sources']} sources)"
             cells.append(text)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return [*lines, ""]
@@ -86,7 +87,10 @@ def write_report(path: str | os.PathLike, detection: Mapping[str, Any], characte
                   else "– | –")  # fmt: skip
         lines.append(f"| {name} | {entry['mean']:.4g} | {entry['std']:.4g} | {entry['mean_abs']:.4g} | {within} |")
     lines += ["", "Units: pixels (x, y, FWHMs), channels (z, FWHM_z), degrees (pa, residual modulo 180°), "
-              "Jy km/s (line flux).", ""]
+              "Jy km/s (line flux). Each fitted ellipse is compared in the form (fwhm_x, fwhm_y, pa) or "
+              "(fwhm_y, fwhm_x, pa + 90°) closer to its truth's; `pa_elongated` is pa over the sources of true "
+              "axis ratio ≥ 1.2; `flux` is the catalogue's `line_flux` (the flux ResNet), `flux_measured` "
+              "its `line_flux_measured`, `flux_fit` its `line_flux_fit` (scene fit only).", ""]
     if compared:
         lines += _comparison(characterisation, compared)
     lines += ["## Figures", ""]
