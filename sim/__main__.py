@@ -131,6 +131,17 @@ def run_generate(args: argparse.Namespace) -> None:
     print(f"{args.out}: reused {reused}, wrote {args.n - reused} cubes; catalogue {path}")
 
 
+def _check_targets(targets: dict[str, Path], overwrite: bool) -> None:
+    """ConfigError naming the flag unless each FITS file to write is new (or ``overwrite``) in an existing directory."""
+    for flag, path in targets.items():
+        if path.is_dir():
+            raise ConfigError(f"{flag} {path}: is a directory; name the FITS file to write")
+        if path.exists() and not overwrite:
+            raise ConfigError(f"{flag} {path}: exists; use --overwrite to replace it")
+        if not path.parent.is_dir():
+            raise ConfigError(f"{flag} {path}: no such directory {path.parent}")
+
+
 def run_observe(args: argparse.Namespace) -> None:
     from sim import fitsio
 
@@ -141,15 +152,10 @@ def run_observe(args: argparse.Namespace) -> None:
         "noise.mode": args.noise,  # checked against the product (a PB-corrected cube takes thermal noise only)
     })  # fmt: skip
     out, psf_out, src = Path(args.out), Path(args.psf) if args.psf else None, Path(args.sky)
-    for target in filter(None, (out, psf_out)):
-        if target.resolve() == src.resolve():
-            raise ConfigError(f"--out/--psf: {target} is the input sky model; refusing to overwrite it")
-        if target.is_dir():
-            raise ConfigError(f"{target} is a directory; --out/--psf name the FITS file to write")
-        if target.exists() and not args.overwrite:
-            raise ConfigError(f"{target} exists; use --overwrite to replace it")
-        if not target.parent.is_dir():
-            raise ConfigError(f"{target.parent}: no such directory")
+    for flag, target in (("--out", out), ("--psf", psf_out)):
+        if target is not None and target.resolve() == src.resolve():
+            raise ConfigError(f"{flag} {target}: is the input sky model; refusing to overwrite it")
+    _check_targets({"--out": out} | ({"--psf": psf_out} if psf_out else {}), args.overwrite)
     if args.noise in ("snr", "paper") and (args.snr is None or args.snr <= 0):
         raise ConfigError(f"--snr: a positive target SNR is needed with --noise {args.noise}")
     skyf = fitsio.read_sky(src)
@@ -202,13 +208,7 @@ def run_psf(args: argparse.Namespace) -> None:
         "cube.size": args.size, "cube.channels": args.channels, "observation.antenna_config": args.antenna_config,
     })  # fmt: skip
     targets = {"--out": Path(args.out)} | ({"--pb": Path(args.pb)} if args.pb else {})
-    for flag, path in targets.items():
-        if path.is_dir():
-            raise ConfigError(f"{flag} {path}: is a directory; name the FITS file to write")
-        if path.exists() and not args.overwrite:
-            raise ConfigError(f"{flag} {path}: exists; use --overwrite to replace it")
-        if not path.parent.is_dir():
-            raise ConfigError(f"{flag} {path}: no such directory {path.parent}")
+    _check_targets(targets, args.overwrite)
     from sim.beams import write_pb  # imported late: bad flags fail before JAX loads
     from sim.generate import write_psf
 
