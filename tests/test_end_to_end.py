@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 EASY = {"cube.size": 32, "cube.channels": 16, "seed": 11, "sky.n_serendipitous": [0, 0], "noise.snr_range": [40.0, 60.0],
         "sky.line_amplitude": [4.0, 5.0], "sky.line_centre_frac": [0.3, 0.7], "sky.fwhm_px": [3.0, 5.0],
         "sky.line_fwhm_chan": [2.0, 3.0]}  # fmt: skip
-TINY = {"blobs_finder": "{image_size: 32, widths: [8, 8, 8, 8], latent_features: 32}",
+TINY = {"blobs_finder": "{image_size: 32, widths: [8, 8, 8, 8], latent_features: 32, output_bias: -4.0}",
         "deep_gru": "{spectrum_length: 16, hidden_features: 8}", "resnet": "{widths: [4, 4, 4, 4], head_features: 8}"}  # fmt: skip
 
 
@@ -33,7 +33,7 @@ def trained(tmp_path_factory):
     generate(root / "sim", 13, config, progress=False)
     build(root / "sim", root / "tfds", "test", progress=False)
     common = ["--no-progress", "--data-dir", str(root / "tfds"), "--dataset", "almasim/test", "--set", "batch_size=3"]
-    runs = {"blobs_finder": ["max_epochs=60", "peak_lr=3e-3"], "deep_gru": ["max_epochs=60", "peak_lr=1e-2"]}
+    runs = {"blobs_finder": ["max_epochs=60", "peak_lr=3e-3", "early_stopping_patience=60"], "deep_gru": ["max_epochs=60", "peak_lr=1e-2"]}
     for name in ("blobs_finder", "deep_gru", "resnet_fwhm_x", "resnet_fwhm_y", "resnet_pa", "resnet_flux"):
         sets = runs.get(name, ["max_epochs=2"]) + [f"model={TINY.get(name, TINY['resnet'])}"]
         train.main([name, "--workdir", str(root / "models" / name), *common, *(a for s in sets for a in ("--set", s))])
