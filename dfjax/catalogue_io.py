@@ -24,8 +24,8 @@ peak_flux              Jy / beam    peak surface brightness
 line_flux              Jy km / s    line flux density integrated over the line (flux ResNet)
 line_flux_measured     Jy km / s    the same measured in the 3-D source mask (step v, beam-area normalised)
 continuum              Jy / beam    mean continuum surface brightness
-pb                                  primary-beam response at the source (only with --pb; the
-                                    measured fluxes, peak and continuum are divided by it)
+pb                                  primary-beam response at the source (with --pb, or a PB-corrected
+                                    cube's read off its noise; the measured fluxes are divided by it)
 snr                                 signal-to-noise ratio (eq. 17)
 x0, y0, x1, y1         pix          bounding box, half-open
 z0, z1                 chan         emission range Δz, half-open
@@ -125,8 +125,8 @@ COLUMNS: dict[str, ColumnDoc] = {
     "line_flux_fit": ColumnDoc("phot.flux;spect.line", "Line flux of the fitted scene model, A 2pi sx sy sqrt(2pi) sz "
                                                        "(scene fit only)"),
     "continuum": ColumnDoc("phot.flux.density", "Mean continuum surface brightness"),
-    "pb": ColumnDoc("phys.transmission;instr.beam", "Primary-beam response at the source (--pb only); the measured fluxes, peak "
-                                  "and continuum are divided by it"),
+    "pb": ColumnDoc("phys.transmission;instr.beam", "Primary-beam response at the source (--pb, or a PB-corrected "
+                                  "cube's from its noise); the measured fluxes, peak and continuum are divided by it"),
     "snr": ColumnDoc("stat.snr", "Signal-to-noise ratio: eq. 17's, or the scene fit's line_snr when it ran"),
     "line_snr": ColumnDoc("stat.snr", "The SNR that kept the source: refinement's matched-line SNR, or the scene "
                                       "fit's amplitude over its error, with the cube's correlated noise"),
@@ -155,7 +155,8 @@ def km_s_per_channel(cube: Cube, z: float | np.ndarray) -> u.Quantity:
 
 def catalogue_table(cube: Cube, sources: Sequence[Any], *, pb: np.ndarray | None = None) -> QTable:
     """QTable of ``sources`` (pipeline ``Source`` objects in ``cube``'s pixels) with world coordinates and units;
-    with ``pb`` (the primary beam of a cube that is not PB-corrected) the measured fluxes :func:`pb_corrected`."""
+    with ``pb`` (the response the pipeline's image was seen through, :mod:`dfjax.response`) the measured
+    fluxes :func:`pb_corrected`."""
     sources = sorted(sources, key=lambda s: -float(s.snr))
 
     def values(name: str) -> np.ndarray:

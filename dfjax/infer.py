@@ -72,30 +72,62 @@ def _default_runner(beam_area_px: float, psf: Any = None, *, progress: bool = Fa
     return functools.partial(run_pipeline, beam_area_px=beam_area_px, psf=psf, progress=progress)
 
 
-def cube_psf(cube: Cube, config: Any, psf_file: str | Path | None = None) -> Any:
+def sibling(cube: Cube, kind: str) -> Path:
+    """Where ``kind`` (``psf``, ``pb``) of ``cube`` lies beside it: ``<stem>.<kind>.fits``, or for the
+    ALMA pipeline's ``X.pbcor.fits`` its ``X.<kind>.fits``; the first name when neither exists."""
+    stem = cube.path.name.split(".fits")[0]
+    names = [f"{stem}.{kind}.fits"] + ([f"{stem.removesuffix('.pbcor')}.{kind}.fits"] if stem.endswith(".pbcor") else [])
+    paths = [cube.path.with_name(name) for name in names]
+    return next((path for path in paths if path.is_file()), paths[0])
+
+
+def is_cleaned(cube: Cube, response: Any = None) -> bool:
+    """Whether ``cube`` is a CLEANed product: its header's ``NITER`` > 0, or it is PB-corrected
+    (``response.pb_corrected``, :func:`cube_response`), as the archive's products, all cleaned, are."""
+    try:
+        niter = int(cube.header.get("NITER", 0))
+    except (TypeError, ValueError):
+        niter = 0
+    return niter > 0 or bool(getattr(response, "pb_corrected", False))
+
+
+@functools.lru_cache(maxsize=1)
+def _read_psf(path: Path, mtime_ns: int, half: int) -> np.ndarray:
+    """The PSF at ``path`` as the scene fit takes it, read once for every cube of a batch that shares
+    it (a PSF cube's median channel over 360² × 128 takes seconds); ``mtime_ns``: a rewritten file is read again."""
+    from dfjax.pipeline.psf import psf_from_file
+
+    psf = psf_from_file(path, half=half)
+    psf.setflags(write=False)
+    return psf
+
+
+def cube_psf(cube: Cube, config: Any, psf_file: str | Path | None = None, *, cleaned: bool = False) -> Any:
     """The beam the scene fit sees ``cube`` through (``scene.psf``, :mod:`dfjax.pipeline.psf`): the PSF
-    file (``--psf``, or ``<cube stem>.psf.fits`` beside the cube with ``auto``), the header's
-    restoring beam (``beam``), or None — measured on the noise by the pipeline. With the scene fit
-    off, a PSF file still turns it on (``scene.with_psf``): only a file, never the header's beam."""
+    file (``--psf``, or :func:`sibling` ``psf`` with ``auto``), the header's restoring beam (``beam``,
+    and with ``auto`` for a ``cleaned`` cube without a PSF file: its sources are the CLEAN components
+    seen through that beam alone), or None — measured on the noise by the pipeline. With the scene
+    fit off, a PSF file or a cleaned cube's beam still turns it on (``scene.with_psf``)."""
     scene = getattr(config, "scene", None)
     kind = getattr(scene, "psf", "auto")
     enabled = getattr(scene, "enabled", False)
     if kind == "noise" or not (enabled or (getattr(scene, "with_psf", False) and kind != "beam")):
         return None
-    from dfjax.pipeline.psf import beam_psf_image, psf_from_file
+    from dfjax.pipeline.psf import beam_psf_image
 
     half = max(cube.shape[1:]) - 1
     if kind in ("auto", "file"):
-        sibling = cube.path.with_name(cube.path.name.split(".fits")[0] + ".psf.fits")
-        path = Path(psf_file) if psf_file is not None else (sibling if sibling.is_file() else None)
+        beside = sibling(cube, "psf")
+        path = Path(psf_file) if psf_file is not None else (beside if beside.is_file() else None)
         if path is None and kind == "file":
-            raise InferError(f"{cube.path}: scene.psf is 'file' but no --psf was given (nor {sibling.name})")
+            raise InferError(f"{cube.path}: scene.psf is 'file' but no --psf was given (nor {beside.name})")
         if path is not None:
             try:
-                return psf_from_file(path, half=half)
-            except ValueError as exc:
+                return _read_psf(Path(path).resolve(), Path(path).stat().st_mtime_ns, half)
+            except (OSError, ValueError) as exc:
                 raise InferError(str(exc)) from None
-        return None
+        if not (cleaned and cube.beam is not None):
+            return None
     if cube.beam is None:
         raise InferError(f"{cube.path}: scene.psf is 'beam' but the header has no BMAJ/BMIN/BPA or BEAMS table")
     from dfjax.completeness import beam_in_pixels
@@ -163,21 +195,24 @@ def pipeline_config(model_dir: str | Path, config_file: str | Path | None = None
         raise InferError(str(exc)) from None
 
 
+@functools.lru_cache(maxsize=1)
+def _read_pb(path: Path, mtime_ns: int) -> np.ndarray:
+    """The PB image at ``path``, read once for every cube of a batch (``mtime_ns``: a rewritten file is read again)."""
+    pb = np.squeeze(np.asarray(fits.getdata(path), np.float32))
+    pb.setflags(write=False)
+    return pb
+
+
 def cube_pb(cube: Cube, pb_file: str | Path | None = None) -> np.ndarray | None:
-    """The primary beam of a cube that is not PB-corrected: ``pb_file`` (``--pb``) or ``<cube stem>.pb.fits``
-    beside it, (nz, ny, nx) or (ny, nx) on the cube's grid; None without either. A cube whose header
-    says it is PB-corrected (``PBCOR = T``) is refused with an explicit ``pb_file``: dividing again
-    would be wrong."""
-    sibling = cube.path.with_name(cube.path.name.split(".fits")[0] + ".pb.fits")
-    path = Path(pb_file) if pb_file is not None else (sibling if sibling.is_file() else None)
+    """The cube's primary beam: ``pb_file`` (``--pb``) or :func:`sibling` ``pb`` beside it, (nz, ny, nx)
+    or (ny, nx) on the cube's grid, peak 1; None without either. Whether the cube was divided by it
+    is the header's ``PBCOR`` or measured (:func:`dfjax.response.field_response`)."""
+    beside = sibling(cube, "pb")
+    path = Path(pb_file) if pb_file is not None else (beside if beside.is_file() else None)
     if path is None:
         return None
-    if cube.header.get("PBCOR", False):
-        if pb_file is None:
-            return None
-        raise InferError(f"--pb {path}: {cube.path.name} is already primary-beam corrected (PBCOR = T)")
     try:
-        pb = np.squeeze(np.asarray(fits.getdata(path), np.float32))
+        pb = _read_pb(path.resolve(), path.stat().st_mtime_ns)
     except (OSError, TypeError, ValueError) as exc:
         raise InferError(f"--pb {path}: not a readable FITS image ({' '.join(str(exc).split())})") from None
     nz, ny, nx = cube.shape
@@ -188,16 +223,33 @@ def cube_pb(cube: Cube, pb_file: str | Path | None = None) -> np.ndarray | None:
     return pb
 
 
+def cube_response(cube: Cube, pb: np.ndarray | None = None) -> Any:
+    """The flat-noise view of ``cube`` and the response its fluxes are divided by
+    (:func:`dfjax.response.field_response`), or None for a flat-noise cube without a PB. The
+    header's ``PBCOR``, else a name with ``.pbcor`` (the ALMA pipeline's products), says whether
+    the cube was divided by the PB; without either it is measured."""
+    from dfjax.response import field_response
+
+    if "PBCOR" in cube.header:
+        corrected = bool(cube.header["PBCOR"])
+    else:
+        corrected = True if ".pbcor" in cube.path.name.lower() else None
+    return field_response(cube.data, pb, pb_corrected=corrected)
+
+
 def infer_cube(cube: Cube | str | Path, models: Any, config: Any = None, *, runner: Runner | None = None,
                progress: bool = False, psf_file: str | Path | None = None,
                pb_file: str | Path | None = None) -> QTable:  # fmt: skip
     """Catalogue (QTable with units) of one cube: read it if needed, run the pipeline window by window.
     ``psf_file``: the cube's PSF image for the scene fit (:func:`cube_psf`); ``pb_file``: its primary
-    beam, which the measured fluxes are divided by (:func:`cube_pb`)."""
+    beam (:func:`cube_pb`). The pipeline runs on the flat-noise image and the measured fluxes are
+    divided by the response at each source (:func:`cube_response`)."""
     cube = cube if isinstance(cube, Cube) else read_cube(cube)
-    pb = cube_pb(cube, pb_file)
+    response = cube_response(cube, cube_pb(cube, pb_file))
     config = _default_config() if config is None else config
-    runner = runner or _default_runner(cube.beam_area_px or 1.0, cube_psf(cube, config, psf_file), progress=progress)
+    runner = runner or _default_runner(cube.beam_area_px or 1.0, cube_psf(cube, config, psf_file,
+                                                                         cleaned=is_cleaned(cube, response)),
+                                       progress=progress)  # fmt: skip
     crop_size, spectrum_length = model_sizes(models)
     _check_channels(cube, spectrum_length)
     if hasattr(config, "detect"):
@@ -208,9 +260,10 @@ def infer_cube(cube: Cube | str | Path, models: Any, config: Any = None, *, runn
         spatial = max(cube.data.shape[1:])
     else:
         spatial = crop_size  # a stand-in configuration: tile every step
-    sources = run_tiled(cube.data, lambda part: runner(part, models, config),
+    data, weight = (cube.data, None) if response is None else (response.data, response.weight)
+    sources = run_tiled(data, lambda part: runner(part, models, config),
                         crop_size=spatial, spectrum_length=spectrum_length, progress=progress)
-    return catalogue_table(cube, sources, pb=pb)
+    return catalogue_table(cube, sources, pb=weight)
 
 
 def format_for(out: Path | None) -> str:
@@ -259,7 +312,7 @@ def infer_files(
 
     ``config``: a PipelineConfig; without one, :func:`pipeline_config` of ``config_file`` and ``sets``.
     ``psf``: a PSF image (FITS) the scene fit sees every cube through (:func:`cube_psf`); ``pb``: the
-    primary beam (FITS) the measured fluxes of every cube are divided by (:func:`cube_pb`).
+    primary beam (FITS) of every cube (:func:`cube_pb`, :func:`cube_response`).
 
     ``reliability`` (implied by ``min_reliability``): a ``reliability`` column from one more run on
     −cube (:mod:`dfjax.reliability`), rows below ``min_reliability`` dropped. ``completeness``:
@@ -421,8 +474,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "through it and its sidelobes explained (the scene fit, in place of refinement); "
                              "default: <cube stem>.psf.fits beside the cube if there is one")
     parser.add_argument("--pb", type=Path, default=None, metavar="PB.fits",
-                        help="the primary beam of a cube that is not PB-corrected (tclean's .pb exported to FITS): "
-                             "the measured fluxes are divided by it at each source; "
+                        help="the cube's primary beam (tclean's .pb exported to FITS): the measured fluxes are "
+                             "divided by it at each source; a PB-corrected cube is searched times it, with flat "
+                             "noise (without one, its response is read off its noise); "
                              "default: <cube stem>.pb.fits beside the cube if there is one")
     parser.add_argument("--products", default=None, metavar="LIST",
                         help="also write, beside the catalogue, any of mask,moments,cubelets,regions (comma list)")

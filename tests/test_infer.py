@@ -382,11 +382,40 @@ def test_a_psf_beside_the_cube_is_the_scene_fits_beam_and_turns_it_on(tmp_path):
         infer.cube_psf(cube, tuned, tmp_path / "bad.fits")
 
 
+def test_a_cleaned_cube_is_fitted_through_its_restoring_beam_and_alma_names_find_their_pb(tmp_path):
+    """cube_psf with ``auto``: a cleaned cube (NITER > 0, or PB-corrected as the archive's products
+    are) without a PSF file is seen through its header's restoring beam, a dirty one is not; the
+    ALMA pipeline's X.pbcor.fits finds X.pb.fits and X.psf.fits beside it."""
+    from dfjax.pipeline.config import PipelineConfig
+
+    data = np.random.default_rng(0).normal(0, 1e-3, (1, 8, 24, 24)).astype(np.float32)
+    header = cube_header(24, 24, 8)
+    header["BMAJ"], header["BMIN"], header["BPA"] = 4 * CELL_DEG, 2 * CELL_DEG, 0.0
+    fits.writeto(tmp_path / "dirty.fits", data, header)
+    header["NITER"] = 300
+    fits.writeto(tmp_path / "clean.fits", data, header)
+    tuned = PipelineConfig().replace(**{"characterise.method": "fit", "characterise.refine_iterations": 2})
+    dirty, clean = read_cube(tmp_path / "dirty.fits"), read_cube(tmp_path / "clean.fits")
+    assert not infer.is_cleaned(dirty) and infer.is_cleaned(clean)
+    assert infer.cube_psf(dirty, tuned, cleaned=infer.is_cleaned(dirty)) is None
+    beam = infer.cube_psf(clean, tuned, cleaned=True)
+    assert beam.shape == (47, 47) and beam[23, 23] == pytest.approx(1.0)
+    # a Gaussian of FWHM 2 x 4 px (RA runs along -x, so the major axis is along y for BPA 0)
+    assert beam[23 + 2, 23] == pytest.approx(0.5, abs=0.02) and beam[23, 23 + 1] == pytest.approx(0.5, abs=0.02)
+    assert infer.cube_psf(clean, tuned.replace(**{"scene.with_psf": False}), cleaned=True) is None
+    fits.writeto(tmp_path / "X.cube.I.pbcor.fits", data, cube_header(24, 24, 8))
+    fits.writeto(tmp_path / "X.cube.I.pb.fits", np.ones((8, 24, 24), np.float32))
+    archive = read_cube(tmp_path / "X.cube.I.pbcor.fits")
+    assert infer.sibling(archive, "pb").name == "X.cube.I.pb.fits"
+    assert infer.sibling(archive, "psf").name == "X.cube.I.pbcor.psf.fits"  # neither there: the first name
+    assert infer.cube_pb(archive) is not None and infer.cube_response(archive, infer.cube_pb(archive)).pb_corrected
+
+
 def test_a_primary_beam_divides_the_measured_fluxes_at_each_source(tmp_path):
     """cube_pb + pb_corrected: <stem>.pb.fits beside a flat-noise cube (or --pb) divides peak and
     measured fluxes by the PB at the source's pixel and channel and fills ``pb``; the ResNet's
-    line_flux stays; a PB-corrected cube (PBCOR = T) refuses an explicit --pb; a PB on another grid
-    is refused by name."""
+    line_flux stays; a PB-corrected cube (PBCOR = T) is run times its PB and keeps its own fluxes; a
+    PB on another grid is refused by name."""
     data = np.zeros((1, 8, 24, 24), np.float32)
     data[0, 3, 6, 18] = 1.0  # the brightest voxel: x 18, y 6, channel 3
     path = tmp_path / "c.fits"
@@ -409,9 +438,13 @@ def test_a_primary_beam_divides_the_measured_fluxes_at_each_source(tmp_path):
     header = cube_header(24, 24, 8)
     header["PBCOR"] = True
     fits.writeto(tmp_path / "corrected.fits", data, header)
-    with pytest.raises(infer.InferError, match="already primary-beam corrected"):
-        infer.infer_cube(tmp_path / "corrected.fits", FakeModels(), runner=brightest_pixel,
-                         pb_file=tmp_path / "c.pb.fits")  # fmt: skip
+    seen = []
+    corrected = infer.infer_cube(tmp_path / "corrected.fits", FakeModels(), pb_file=tmp_path / "c.pb.fits",
+                                 runner=lambda part, *a: seen.append(part) or brightest_pixel(part, *a))  # fmt: skip
+    sky = read_cube(tmp_path / "corrected.fits").data[3, 6, 18]
+    assert seen[0][3, 6, 18] == pytest.approx(0.8 * sky)  # the pipeline saw the flat-noise image, sky × PB
+    assert corrected["pb"][0] == pytest.approx(0.8)
+    assert corrected["peak_flux"][0].value == pytest.approx(plain["peak_flux"][0].value)  # the sky's, as given
 
 
 def test_pb_corrected_leaves_a_source_past_the_pb_limit_alone(tmp_path):

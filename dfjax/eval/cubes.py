@@ -6,7 +6,8 @@
 ``--cubes`` holds ``cube_NNNNN.fits`` and the ``catalogue.csv`` of ``python -m sim generate``
 (any backend, any size). Each cube is catalogued as ``dfjax.infer`` does (``psf.fits`` of the
 directory, when there, is given to every cube, so the scene fit runs through it, ``scene.with_psf``;
-``--no-psf`` leaves it out) and
+``--no-psf`` leaves it out; its ``pb.fits``, the primary beam, too, so a PB-corrected cube is run
+with flat noise, :mod:`dfjax.response`; ``--no-pb`` leaves it out) and
 matched to the truth two ways: the paper's (:mod:`dfjax.eval.matching`, box IoU ≥ 0.6, centres
 < 3 px, emission ranges' IoU ≥ 0.6) and by centre (< 3 px, line centre within max(2, FWHM_z/2)
 channels; :func:`~dfjax.eval.matching.match_centres`). The metrics, recall by peak SNR included,
@@ -112,7 +113,7 @@ def _scores(predicted: Sequence[dict], truth: Sequence[dict]) -> dict:
 
 
 def score(cube_dir: Path, models: Any, config: Any, *, sofia: Path | None = None, psf: bool = True,
-          progress: bool = True) -> dict:  # fmt: skip
+          pb: bool = True, progress: bool = True) -> dict:  # fmt: skip
     """The module docstring's figures for every cube of ``cube_dir``."""
     from dfjax.infer import infer_cube
 
@@ -121,13 +122,14 @@ def score(cube_dir: Path, models: Any, config: Any, *, sofia: Path | None = None
     if not cubes:
         raise ValueError(f"{cube_dir}: no cube_*.fits")
     psf_file = cube_dir / "psf.fits" if psf and (cube_dir / "psf.fits").is_file() else None
+    pb_file = cube_dir / "pb.fits" if pb and (cube_dir / "pb.fits").is_file() else None
     ours, theirs, truth, seconds, sofia_seconds = [], [], [], [], []
     with tempfile.TemporaryDirectory() as work:
         for path in tqdm(cubes, desc="score", unit="cube", disable=not progress, file=sys.stderr):
             index = int(path.stem.split("_")[1])
             truth.append(truth_of(catalogue, index))
             t0 = time.perf_counter()
-            table = infer_cube(path, models, config, psf_file=psf_file)
+            table = infer_cube(path, models, config, psf_file=psf_file, pb_file=pb_file)
             seconds.append(time.perf_counter() - t0)
             ours.append({name: np.asarray(getattr(table[name], "value", table[name]), np.float64)
                          for name in table.colnames if name not in ("flags", "ra", "dec")})  # fmt: skip
@@ -151,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model-dir", type=Path, default=Path("models"), help="the six trained models")
     parser.add_argument("--sofia", type=Path, default=None, help="a SoFiA-2 binary to score beside (build_sofia2.sh)")
     parser.add_argument("--no-psf", action="store_true", help="ignore the directory's psf.fits: beam from the noise")
+    parser.add_argument("--no-pb", action="store_true",
+                        help="ignore the directory's pb.fits: a PB-corrected cube's response from its noise")
     add_config(parser, "its `pipeline:` section replaces MODEL_DIR/pipeline.yaml", example="scene.enabled=true")
     add_quiet(parser)
     args = parser.parse_args(argv)
@@ -165,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         from dfjax.pipeline.models import Models
 
         models = Models.load(args.model_dir)
-        result = score(args.cubes, models, config, sofia=args.sofia, psf=not args.no_psf, progress=not args.quiet)
+        result = score(args.cubes, models, config, sofia=args.sofia, psf=not args.no_psf, pb=not args.no_pb,
+                       progress=not args.quiet)
     except (ValueError, InferError, OSError) as exc:
         fail(parser.prog, exc)
     write_json(args.metrics, result)
