@@ -373,13 +373,16 @@ def infer_files(
     try:
         for i, (path, target) in enumerate(zip(paths, targets)):
             cube = cubes.pop(i, None) or read_cube(path)
-            table = infer_cube(cube, models, config, runner=runner, progress=progress, psf_file=psf, pb_file=pb)
+            # the same models, settings, PSF and PB for the cube, its negative and every injected trial
+            catalogue_of = functools.partial(infer_cube, models=models, config=config, runner=runner, psf_file=psf,
+                                             pb_file=pb)  # fmt: skip
+            table = catalogue_of(cube, progress=progress)
             table.meta["MODELDIR"] = str(model_dir)
             unfiltered = table
             if reliability:
                 from dfjax.reliability import add_reliability, negated
 
-                table = add_reliability(table, infer_cube(negated(cube), models, config, runner=runner, psf_file=psf))
+                table = add_reliability(table, catalogue_of(negated(cube)))
                 if min_reliability is not None:
                     table = table[table["reliability"] >= min_reliability]
                     table.meta["MINREL"] = float(min_reliability)
@@ -388,7 +391,7 @@ def infer_files(
                 from dfjax.completeness import CompletenessError, measure_completeness, write_completeness
 
                 try:
-                    result = measure_completeness(cube, lambda c: infer_cube(c, models, config, runner=runner),
+                    result = measure_completeness(cube, catalogue_of,
                                                   catalogue=unfiltered, trials=completeness_trials, seed=seed,
                                                   progress=progress)  # fmt: skip
                 except CompletenessError as exc:  # no beam and no noise: the catalogue stands, the curve cannot be made
