@@ -76,7 +76,8 @@ def sibling(cube: Cube, kind: str) -> Path:
     """Where ``kind`` (``psf``, ``pb``) of ``cube`` lies beside it: ``<stem>.<kind>.fits``, or for the
     ALMA pipeline's ``X.pbcor.fits`` its ``X.<kind>.fits``; the first name when neither exists."""
     stem = cube.path.name.split(".fits")[0]
-    names = [f"{stem}.{kind}.fits"] + ([f"{stem.removesuffix('.pbcor')}.{kind}.fits"] if stem.endswith(".pbcor") else [])
+    alma = [f"{stem.removesuffix('.pbcor')}.{kind}.fits"] if stem.endswith(".pbcor") else []
+    names = [f"{stem}.{kind}.fits", *alma]
     paths = [cube.path.with_name(name) for name in names]
     return next((path for path in paths if path.is_file()), paths[0])
 

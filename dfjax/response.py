@@ -54,7 +54,8 @@ def local_noise(data: np.ndarray, *, block: int = BLOCK_PX) -> np.ndarray:
     over every second pixel (neighbours correlate) and every channel pair: the continuum cancels
     and a line touches few of the samples. Blocks with fewer than :data:`MIN_SAMPLES` finite
     samples (blanked past pblimit) take their nearest block's value; the block grid is smoothed
-    (:data:`SMOOTH_BLOCKS`, in log σ, measured blocks only) and interpolated linearly to every pixel. NaN where a pixel is blank in every channel.
+    (:data:`SMOOTH_BLOCKS`, in log σ, measured blocks only) and interpolated linearly to every
+    pixel. NaN where a pixel is blank in every channel.
     """
     data = np.asarray(data, np.float32)
     if data.ndim != 3 or data.shape[0] < 2:
@@ -99,7 +100,8 @@ def noise_follows_pb(noise: np.ndarray, pb: np.ndarray) -> bool:
     return bool(slope < FOLLOWS_PB)
 
 
-def field_response(data: np.ndarray, pb: np.ndarray | None = None, *, pb_corrected: bool | None = None) -> Response | None:
+def field_response(data: np.ndarray, pb: np.ndarray | None = None, *,
+                   pb_corrected: bool | None = None) -> Response | None:  # fmt: skip
     """The flat-noise view of a cube (nz, ny, nx) and its response, or None when the noise is flat
     and no PB is given (nothing to do). ``pb``: the primary beam on the cube's grid (peak 1).
     ``pb_corrected``: what the header says (``PBCOR``), None when it says nothing: then measured."""

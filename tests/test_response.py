@@ -17,7 +17,8 @@ def _beam_noise(seed: int) -> np.ndarray:
 
 def _primary_beam() -> np.ndarray:
     yy, xx = np.mgrid[:N, :N] - (N - 1) / 2
-    return np.exp(-0.5 * (xx**2 + yy**2) / 100.0**2).astype(np.float32)  # ALMA's at 230 GHz, 0.1"/px: 0.19 in the corners
+    # ALMA's at 230 GHz and 0.1"/px: 0.19 in the corners
+    return np.exp(-0.5 * (xx**2 + yy**2) / 100.0**2).astype(np.float32)
 
 
 def test_flat_noise_needs_nothing_and_a_pb_corrected_cube_gets_the_pb_its_noise_implies():
