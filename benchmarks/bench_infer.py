@@ -22,7 +22,6 @@ finder as :mod:`dfjax.eval.cubes` scores it (continuum subtraction, kernels 0/3/
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -70,12 +69,8 @@ def run_sofia(sofia: Path, cubes: list[Path], out: Path) -> tuple[float, int]:
             scoring.sofia_sources(sofia, cube.resolve(), out)
         except subprocess.CalledProcessError:
             unfiltered += 1
-            par = out / f"{cube.stem}.nofilter.par"
-            unreliable = scoring.SOFIA_PARAMETERS.replace("reliability.enable = true", "reliability.enable = false")
-            par.write_text(unreliable.format(cube=cube.resolve(), out=out, name=cube.stem, threshold=5.0,
-                                             threads=os.cpu_count() or 1))  # fmt: skip
             t0 = time.perf_counter()
-            subprocess.run([str(sofia), str(par)], check=True, capture_output=True)
+            scoring.sofia_sources(sofia, cube.resolve(), out, reliability=False)
         seconds += time.perf_counter() - t0
     return seconds, unfiltered
 

@@ -69,10 +69,14 @@ def truth_of(catalogue: Table, cube_index: int) -> dict[str, np.ndarray]:
     return {name: np.asarray(rows[name], np.float64) for name in rows.colnames if name not in ("ra", "dec")}
 
 
-def sofia_sources(sofia: Path, cube: Path, work: Path, *, threshold: float = 5.0) -> dict[str, np.ndarray]:
-    """SoFiA-2's catalogue of ``cube``: x, y, z (0-based) and boxes (x0 … z1, half-open)."""
+def sofia_sources(sofia: Path, cube: Path, work: Path, *, threshold: float = 5.0,
+                  reliability: bool = True) -> dict[str, np.ndarray]:  # fmt: skip
+    """SoFiA-2's catalogue of ``cube``: x, y, z (0-based) and boxes (x0 … z1, half-open); ``reliability``
+    False turns its reliability filter off (it stops on a cube with too few negative detections)."""
     par = work / f"{cube.stem}.par"
-    par.write_text(SOFIA_PARAMETERS.format(cube=cube, out=work, name=cube.stem, threshold=threshold,
+    parameters = SOFIA_PARAMETERS if reliability else SOFIA_PARAMETERS.replace("reliability.enable = true",
+                                                                               "reliability.enable = false")
+    par.write_text(parameters.format(cube=cube, out=work, name=cube.stem, threshold=threshold,
                                            threads=os.cpu_count() or 1))  # fmt: skip
     subprocess.run([str(sofia), str(par)], check=True, capture_output=True)
     path = work / f"{cube.stem}_cat.txt"
