@@ -466,8 +466,8 @@ def test_compiled_programs_are_kept_between_runs_unless_the_cache_is_off(tmp_pat
     # jax's configuration is per process: each setting is tried in its own interpreter
     script = ("import jax, jax.numpy as jnp\nfrom dfjax.infer import use_compilation_cache\n"
               "print(use_compilation_cache())\n"
-              "def f(x):\n    for _ in range(40):\n        x = jnp.fft.irfft2(jnp.fft.rfft2(x) * 1.01, s=x.shape) + jnp.sin(x)\n"
-              "    return x\n"
+              "def f(x):\n    for _ in range(40):\n"
+              "        x = jnp.fft.irfft2(jnp.fft.rfft2(x) * 1.01, s=x.shape) + jnp.sin(x)\n    return x\n"
               "jax.jit(f)(jnp.ones((64, 64))).block_until_ready()")  # compiles for longer than the cache's floor
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
 
