@@ -460,3 +460,29 @@ def test_pb_corrected_leaves_a_source_past_the_pb_limit_alone(tmp_path):
     corrected = catalogue_io.pb_corrected(table, pb)
     assert corrected["pb"][0] == 0.5 and corrected["peak_flux"][0] == 2 * table["peak_flux"][0]
     assert corrected["line_flux"][0] == table["line_flux"][0] and table["peak_flux"].unit == corrected["peak_flux"].unit
+
+
+def test_compiled_programs_are_kept_between_runs_unless_the_cache_is_off(tmp_path):
+    # jax's configuration is per process: each setting is tried in its own interpreter
+    script = ("import jax, jax.numpy as jnp\nfrom dfjax.infer import use_compilation_cache\n"
+              "print(use_compilation_cache())\n"
+              "def f(x):\n    for _ in range(40):\n        x = jnp.fft.irfft2(jnp.fft.rfft2(x) * 1.01, s=x.shape) + jnp.sin(x)\n"
+              "    return x\n"
+              "jax.jit(f)(jnp.ones((64, 64))).block_until_ready()")  # compiles for longer than the cache's floor
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+
+    def run(**extra: str) -> str:
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                           env=env | extra)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    kept = tmp_path / "xla"
+    assert run(DFJAX_XLA_CACHE=str(kept)) == str(kept)
+    entries = sorted(p.name for p in kept.iterdir())
+    assert any(name.startswith("jit_") for name in entries), entries
+    home = tmp_path / "home"
+    assert run(DFJAX_XLA_CACHE="off", XDG_CACHE_HOME=str(home)) == "None"
+    assert not home.exists()
+    assert run(XDG_CACHE_HOME=str(home)) == str(home / "dfjax" / "xla")
+    assert any((home / "dfjax" / "xla").iterdir())

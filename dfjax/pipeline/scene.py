@@ -26,8 +26,10 @@ wz = 1/σz². Each round of :func:`fit_scene`:
    inverse, sandwiched around the same Grams with ρ, is each parameter's covariance.
 
 The last round ends after step 2: its amplitudes, SNRs and the final shapes' errors are what a
-source reports. All of it is jitted JAX; the number of sources is padded to a multiple of 8 so
-that cubes with similar counts share one compilation. The model's pieces (the Gaussian in Fourier
+source reports. A source dropped in step 2 never returns, so each later round models only the
+sources still alive (on a paper-size cube most of the line search's candidates are sidelobes,
+gone after the first round). All of it is jitted JAX; the number of sources is padded to a
+multiple of 8 so that cubes with similar counts share one compilation. The model's pieces (the Gaussian in Fourier
 space, the line, the amplitude system) are :mod:`dfjax.pipeline.forward`.
 """
 
@@ -323,6 +325,7 @@ def fit_scene(scene: Scene, guesses: Sequence[Guess], *, min_snr: float, rounds:
     known, level = far_sidelobes(scene.psf)  # the beam past the edge of what is known of it, as noise
     reach, far_level = jnp.asarray(known, jnp.float32), jnp.float32(level)
     covariance = np.zeros((k, 8, 8))
+    index = np.arange(k)  # each row's guess
     snr = None
     for round_ in range(rounds + 1):
         images, correlated = field_images(params, psf_hat, corr_hat, field=(ny, nx), fft_shape=fft_shape)
@@ -342,7 +345,11 @@ def fit_scene(scene: Scene, guesses: Sequence[Guess], *, min_snr: float, rounds:
                                      jnp.asarray(targets), half=half, core=core, chans=chans)  # fmt: skip
         params = params.at[live].set(new[: len(live)])
         covariance[live] = np.asarray(cov, np.float64)[: len(live)]
-    return [_fitted(i, np.asarray(params[i], np.float64), amplitude[i], snr[i], covariance[i])
+        # a source explained away or merged never returns: the next rounds model only the alive ones
+        rows = np.concatenate([live, np.full(_padded(len(live)) - len(live), live[0])])
+        params, bounds, covariance, index = params[rows], bounds[:, rows], covariance[rows], index[rows]
+        snr, alive = snr[rows], np.arange(len(rows)) < len(live)
+    return [_fitted(int(index[i]), np.asarray(params[i], np.float64), amplitude[i], snr[i], covariance[i])
             for i in np.flatnonzero(alive)]  # fmt: skip
 
 

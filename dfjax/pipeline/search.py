@@ -51,6 +51,7 @@ _DEFAULTS = PipelineConfig()
 SEARCHED = "searched"  # the flag of a source the line search found
 RESIDUAL = "residual"  # ... and of one found on the cube with the first sources subtracted (beside SEARCHED)
 NOISE_STRIDE = 2  # the noise is measured on every NOISE_STRIDE-th pixel along x and y (neighbours correlate)
+SEARCH_NOISE_SAMPLES = 1 << 20  # ... and the filtered cubes' on about at most this many voxels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +109,10 @@ def _spatial_kernel(fwhm_px: float) -> np.ndarray:
 
 
 def _robust_sigma(values: np.ndarray) -> float:
-    sample = values[:, ::NOISE_STRIDE, ::NOISE_STRIDE].ravel()
+    """The MAD noise of a filtered cube, on every NOISE_STRIDE-th pixel, or sparser where that leaves more than
+    SEARCH_NOISE_SAMPLES voxels (a paper-size cube: every 4th; the MAD is then known to ~0.1% and costs a quarter)."""
+    stride = max(NOISE_STRIDE, int(np.sqrt(values.size / SEARCH_NOISE_SAMPLES)))
+    sample = values[:, ::stride, ::stride].ravel()
     return float(robust_std(sample))
 
 
