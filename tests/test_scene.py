@@ -92,6 +92,11 @@ def test_a_candidate_on_a_sidelobe_is_explained_away_and_a_duplicate_merged():
     guesses = [Guess(25, 39, 8, 8, 0, 11, 5), sidelobe, Guess(24.5, 41, 5, 5, 0, 10, 4), Guess(44, 16, 6, 6, 0, 15, 4)]
     fitted = fit_scene(scene, guesses, min_snr=5.0, window_half_px=12, core_half_px=24)
     assert sorted(f.index for f in fitted) in ([0, 3], [2, 3])
+    # each kept source's parameters travel with its guess when the dropped ones' rows go
+    faint = next(f for f in fitted if f.index == 3)
+    assert np.hypot(faint.x - FAINT[0], faint.y - FAINT[1]) < 1.0 and abs(faint.z - FAINT[5]) < 1.0
+    bright = next(f for f in fitted if f.index != 3)
+    assert np.hypot(bright.x - BRIGHT[0], bright.y - BRIGHT[1]) < 0.5
     # the same cube fitted with the beam's core only: the sidelobe is a source of its own
     core = np.zeros_like(beam)
     c = N - 1

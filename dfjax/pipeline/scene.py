@@ -29,8 +29,8 @@ The last round ends after step 2: its amplitudes, SNRs and the final shapes' err
 source reports. A source dropped in step 2 never returns, so each later round models only the
 sources still alive (on a paper-size cube most of the line search's candidates are sidelobes,
 gone after the first round). All of it is jitted JAX; the number of sources is padded to a
-multiple of 8 so that cubes with similar counts share one compilation. The model's pieces (the Gaussian in Fourier
-space, the line, the amplitude system) are :mod:`dfjax.pipeline.forward`.
+multiple of 8 so that cubes with similar counts share one compilation. The model's pieces (the
+Gaussian in Fourier space, the line, the amplitude system) are :mod:`dfjax.pipeline.forward`.
 """
 
 from __future__ import annotations
