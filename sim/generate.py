@@ -5,10 +5,10 @@ Layout of an output directory::
     DIR/config.yaml         the configuration that made it (resuming checks it)
     DIR/sky_00000.fits      sky model, Jy/pixel
     DIR/cube_00000.fits     dirty cube, Jy/beam; its SOURCES extension holds the truth rows
-                            (casa backend: cleaned and/or PB-corrected as sim.observation says)
+                            (cleaned and/or PB-corrected as sim.observation says: sim.clean, tclean)
     DIR/catalogue.csv       all truth rows, one per source (sim.sky.CATALOGUE_COLUMNS)
     DIR/psf.fits            with --psf: the set-up's dirty beam (fast backend's model)
-    DIR/pb.fits             with observation.pbcor: CASA's primary beam (shared by every cube), NaN below pblimit
+    DIR/pb.fits             with observation.pbcor: the primary beam (shared by every cube), NaN below pblimit
 
 Cube ``i`` is drawn from ``SeedSequence([seed, i])`` alone, so the same seed gives the same
 cubes whatever the number of workers, and a resumed run continues exactly where it stopped.
@@ -31,6 +31,7 @@ from astropy.table import Table, vstack
 from astropy.wcs import WCS
 
 from sim import fitsio, sky
+from sim.clean import make_product
 from sim.config import ConfigError, ObservationConfig, SimConfig, from_dict
 from sim.instrument import Instrument, build_instrument
 from sim.observe import channel_keys, noise_args, observe, observe_batch, thermal_noise, white_noise, white_rms
@@ -142,14 +143,16 @@ def product_cards(obs: ObservationConfig) -> dict:
 def simulate_cube(index: int, config: SimConfig) -> tuple[np.ndarray, np.ndarray, fits.Header, Table, dict]:
     """Draw, render and observe cube `index`; returns (sky, dirty, header, catalogue, cards)."""
     d = _draw(index, config)
+    obs = config.observation
     if config.backend == "fast":
         result = observe(d.model.device_cube, d.instrument, noise=d.mode, seed=d.noise_seed, target_snr=d.target_snr)
-        dirty, noise_rms, white, beams = result.dirty, result.noise_rms, result.white_rms, d.instrument.beams
-    else:
-        c = observe_with_casa(d.model.cube, d.freqs, config.observation, d.instrument, mode=d.mode,
-                              seed=d.noise_seed, target_snr=d.target_snr)  # fmt: skip
-        return _finish(d, c.dirty, c.noise_rms, c.white_rms, c.beams, config, c.pb)
-    return _finish(d, dirty, noise_rms, white, beams, config)
+        image, pb = result.dirty, None
+        if obs.niter > 0 or obs.pbcor:
+            image, pb, _ = make_product(image, d.instrument, obs)
+        return _finish(d, image, result.noise_rms, result.white_rms, d.instrument.beams, config, pb)
+    c = observe_with_casa(d.model.cube, d.freqs, obs, d.instrument, mode=d.mode, seed=d.noise_seed,
+                          target_snr=d.target_snr)  # fmt: skip
+    return _finish(d, c.dirty, c.noise_rms, c.white_rms, c.beams, config, c.pb)
 
 
 def simulate_cubes(indices: Sequence[int], config: SimConfig) -> list[tuple[np.ndarray, np.ndarray, fits.Header, Table, dict]]:
@@ -171,8 +174,12 @@ def simulate_cubes(indices: Sequence[int], config: SimConfig) -> list[tuple[np.n
     snrs = np.array([d.target_snr for d in draws]) if config.noise.mode == "snr" else None
     dirty, rms = observe_batch(skies, ins, noise=config.noise.mode, seeds=np.array([d.noise_seed for d in draws]),
                                target_snrs=snrs)  # fmt: skip
-    dirty, rms = np.asarray(dirty), np.asarray(rms, np.float64)
-    return [_finish(d, dirty[k], float(rms[k]), 0.0, ins.beams, config) for k, d in enumerate(draws)]
+    dirty, rms, obs = np.asarray(dirty), np.asarray(rms, np.float64), config.observation
+    out = []
+    for k, d in enumerate(draws):
+        image, pb = make_product(dirty[k], ins, obs)[:2] if obs.niter > 0 or obs.pbcor else (dirty[k], None)
+        out.append(_finish(d, image, float(rms[k]), 0.0, ins.beams, config, pb))
+    return out
 
 
 def cube_noise_mode(rng: np.random.Generator, config: SimConfig) -> str:

@@ -146,6 +146,18 @@ def fit_beam(psf: np.ndarray, cell_arcsec: float, threshold: float = 0.35) -> tu
     return float(sig_maj * fwhm), float(sig_min * fwhm), float(bpa)
 
 
+def beam_image(bmaj_arcsec: float, bmin_arcsec: float, bpa_deg: float, cell_arcsec: float, n: int) -> np.ndarray:
+    """Unit-peak Gaussian beam on an (n, n) grid centred at (n//2, n//2): what `fit_beam` returns
+    drawn back (its major axis bpa east of north; x to the west, y to the north)."""
+    c = n // 2
+    yy, xx = np.mgrid[0:n, 0:n] - c
+    pa = np.deg2rad(bpa_deg)
+    along = -xx * np.sin(pa) + yy * np.cos(pa)  # on the major axis (x grows to the west)
+    across = xx * np.cos(pa) + yy * np.sin(pa)
+    sig_maj, sig_min = (b / cell_arcsec / FWHM_PER_SIGMA for b in (bmaj_arcsec, bmin_arcsec))
+    return np.exp(-0.5 * ((along / sig_maj) ** 2 + (across / sig_min) ** 2)).astype(np.float32)
+
+
 def pad_size(size: int, support: tuple[int, int]) -> int:
     """Smallest fast FFT size that convolves emission in [lo, hi) onto a size-pixel image without wrap."""
     lo, hi = support

@@ -42,8 +42,7 @@ def test_defaults_are_the_papers_tables():
         ({"backend": "casa", "observation": {"niter": 10, "nsigma": -3}}, "sim.observation.nsigma"),
         ({"backend": "casa", "observation": {"pbcor": "yes"}}, "sim.observation.pbcor"),
         ({"backend": "casa", "observation": {"pbcor": True, "pblimit": 1.2}}, "sim.observation.pblimit"),
-        ({"observation": {"niter": 100}}, "sim.observation.niter"),  # the fast backend images no CLEAN
-        ({"observation": {"pbcor": True}, "noise": {"mode": "thermal"}}, "sim.observation.pbcor"),
+        ({"observation": {"pbcor": True}, "noise": {"mode": "snr"}}, "sim.observation.pbcor"),  # fast backend too
         ({"backend": "casa", "observation": {"pbcor": True}, "noise": {"mode": "paper"}}, "sim.observation.pbcor"),
     ],
 )

@@ -11,7 +11,7 @@ import pytest
 from scipy import signal
 
 from dfjax.maths import gaussian_1d, gaussian_2d
-from dfjax.pipeline.forward import (amplitude_system, far_sidelobes, fft_grid, field_images, kernel_hat,
+from dfjax.pipeline.forward import (amplitude_system, far_levels, far_power, far_sidelobes, fft_grid, field_images, kernel_hat,
                                     local_image, local_size, solve_amplitudes)
 from dfjax.pipeline.psf import noise_model
 from dfjax.pipeline.scene import Guess, Scene, _parameters, fit_scene, scene_model
@@ -199,9 +199,11 @@ def test_sidelobes_past_the_psfs_edge_count_as_noise_for_who_sits_there():
     yy, xx = np.mgrid[-10:11, -10:11]
     psf = np.exp(-0.5 * (xx**2 + yy**2) / 2.0**2) + 0.02 * (np.maximum(abs(xx), abs(yy)) >= 8)
     psf /= psf[10, 10]
-    assert far_sidelobes(psf) == ((10, 10), pytest.approx(0.02, rel=0.05))
+    reach, ring = far_sidelobes(psf)
+    assert reach == (10, 10) and ring[ring != 0] == pytest.approx(0.02, rel=0.05)
     padded = np.pad(psf, 15)  # zeros where the PSF is not known: the reach is the image's, not the padding's
-    assert far_sidelobes(padded) == ((10, 10), pytest.approx(0.02, rel=0.05))
+    assert far_sidelobes(padded)[0] == (10, 10)
+    np.testing.assert_array_equal(far_sidelobes(padded)[1], np.pad(ring, 15))
     guesses = [Guess(x=15.0, y=32.0, fwhm_x=4.0, fwhm_y=4.0, pa=0.0, z=10.0, fwhm_z=4.0),  # bright
                Guess(x=50.0, y=32.0, fwhm_x=4.0, fwhm_y=4.0, pa=0.0, z=10.0, fwhm_z=4.0),  # past the reach
                Guess(x=20.0, y=32.0, fwhm_x=4.0, fwhm_y=4.0, pa=0.0, z=10.0, fwhm_z=4.0),  # within it
@@ -211,8 +213,9 @@ def test_sidelobes_past_the_psfs_edge_count_as_noise_for_who_sits_there():
     images, correlated = field_images(params, kernel_hat(psf.astype(np.float32), shape),
                                       kernel_hat(np.ones((1, 1), np.float32), shape), field=(64, 64), fft_shape=shape)
     line = np.zeros((40, 64, 64), np.float32)
+    levels = far_levels(params, far_power(ring, shape), fft_shape=shape)
     system = [np.asarray(v, np.float64) for v in amplitude_system(line, np.ones(40, np.float32), params, images,
-                                                                   correlated, np.asarray([10.0, 10.0]), 0.02)]
+                                                                   correlated, np.asarray([10.0, 10.0]), levels)]
     far = system[4]
     assert far[1, 0] > 0 and far[0, 1] > 0
     assert far[2, 0] == 0 and np.all(np.diag(far) == 0) and far[3, 0] < 1e-6 * far[1, 0]
@@ -221,6 +224,32 @@ def test_sidelobes_past_the_psfs_edge_count_as_noise_for_who_sits_there():
     _, with_far = solve_amplitudes(*system, alive, 0.0)
     _, without = solve_amplitudes(*system[:4], np.zeros_like(far), alive, 0.0)
     assert with_far[1] > 100 * without[1] and with_far[2] == pytest.approx(without[2], rel=1e-3)
+
+
+def test_an_extended_source_adds_up_the_smooth_part_of_its_far_sidelobes():
+    """The level of a source's unmodelled sidelobes: for a point source its peak times the ring's rms;
+    for an extended one over a smooth far plateau, its area over the beam's times more than that."""
+    yy, xx = np.mgrid[-20:21, -20:21]
+    core = np.exp(-0.5 * (xx**2 + yy**2) / 1.2**2)  # a small beam (cycle 9.5-like)
+    rng = np.random.default_rng(0)
+    speckle = 0.02 * rng.standard_normal(core.shape)
+    for far, coherent in ((speckle, False), (np.full(core.shape, 0.02), True)):
+        psf = np.where(np.maximum(abs(xx), abs(yy)) >= 10, far, core).astype(np.float32)
+        psf[20, 20] = 1.0
+        _, ring = far_sidelobes(psf)
+        rms = float(np.sqrt(np.mean(ring[ring != 0] ** 2)))
+        shape = fft_grid((64, 64), psf)
+        params = np.asarray(_parameters([Guess(x=32.0, y=32.0, fwhm_x=0.6, fwhm_y=0.6, pa=0.0, z=5.0, fwhm_z=3.0),
+                                         Guess(x=32.0, y=32.0, fwhm_x=12.0, fwhm_y=12.0, pa=0.0, z=5.0, fwhm_z=3.0)],
+                                        2))  # fmt: skip
+        images, _ = field_images(params, kernel_hat(psf, shape), kernel_hat(np.ones((1, 1), np.float32), shape),
+                                 field=(64, 64), fft_shape=shape)  # fmt: skip
+        peak = np.asarray(images).max(axis=(1, 2))
+        level = np.asarray(far_levels(params, far_power(ring, shape), fft_shape=shape))
+        ratio = level / (peak * rms)
+        assert ratio[0] == pytest.approx(1.0, rel=0.15)  # a point source: its peak times the ring's rms
+        # extended (12 px through a 2.8 px beam): the plateau adds up, the speckle averages away
+        assert ratio[1] > 5.0 if coherent else ratio[1] < 1.0
 
 
 def test_a_point_source_is_flagged_unresolved_and_an_extended_one_is_not():

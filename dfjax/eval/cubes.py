@@ -101,10 +101,19 @@ def _scores(predicted: Sequence[dict], truth: Sequence[dict]) -> dict:
     out["paper_matching"].pop("mean_iou", None)
     pairs = [(t, p, m.pairs) for t, p, m in zip(truth, predicted, centres)]
     res = {}
-    for name in ("x", "y", "fwhm_x", "fwhm_y"):
-        if all(name in p for _, p, _ in pairs):
-            r = np.concatenate([p[name][k[:, 0]] - t[name][k[:, 1]] for t, p, k in pairs])
-            res[name] = {"bias": float(np.mean(r)) if len(r) else None, "std": float(np.std(r)) if len(r) else None}
+    shapes = all(name in p for _, p, _ in pairs for name in ("fwhm_x", "fwhm_y", "pa"))
+    residuals = {name: [] for name in ("x", "y", *(("fwhm_x", "fwhm_y") if shapes else ()))}
+    for t, p, k in pairs:
+        i, j = k[:, 0], k[:, 1]
+        values = {"x": p["x"][i], "y": p["y"][i]}
+        if shapes:  # the ellipse, not its labelling (as the test split's Table 5)
+            values["fwhm_x"], values["fwhm_y"], _ = M.aligned_shapes(t["fwhm_x"][j], t["fwhm_y"][j], p["fwhm_x"][i],
+                                                                     p["fwhm_y"][i], p["pa"][i])  # fmt: skip
+        for name, value in values.items():
+            residuals[name].append(value - t[name][j])
+    for name, parts in residuals.items():
+        r = np.concatenate(parts) if parts else np.zeros(0)
+        res[name] = {"bias": float(np.mean(r)) if len(r) else None, "std": float(np.std(r)) if len(r) else None}
     for name in ("line_flux", "line_flux_measured", "line_flux_fit"):
         if all(name in p for _, p, _ in pairs):
             ratio = np.concatenate([p[name][k[:, 0]] / t["line_flux"][k[:, 1]] for t, p, k in pairs])

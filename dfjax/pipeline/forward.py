@@ -19,8 +19,8 @@ import numpy as np
 
 from dfjax.maths import FWHM_PER_SIGMA
 
-__all__ = ["MAX_SIGMA_CHAN", "MAX_SIGMA_PX", "MIN_SIGMA_CHAN", "MIN_SIGMA_PX", "amplitude_system", "far_sidelobes",
-           "cholesky_to_sigmas", "correlate_window", "fft_grid", "field_images", "frequencies",
+__all__ = ["MAX_SIGMA_CHAN", "MAX_SIGMA_PX", "MIN_SIGMA_CHAN", "MIN_SIGMA_PX", "amplitude_system", "far_levels",
+           "far_power", "far_sidelobes", "cholesky_to_sigmas", "correlate_window", "fft_grid", "field_images", "frequencies",
            "gaussian_hat", "kernel_hat", "line_profile", "local_image", "local_size", "shape_to_cholesky",
            "solve_amplitudes"]  # fmt: skip
 
@@ -108,8 +108,8 @@ def amplitude_system(line: jax.Array, weights: jax.Array, params: jax.Array, ima
     Fᵢₖ: the variance, per unit Aₖ², that source k's **unmodelled** sidelobes add to Aᵢ. The PSF is
     known only out to ``reach`` (y and x pixels, :func:`far_sidelobes`); where i lies beyond it from k, the
     model puts none of k's light at i although the sky does. That light is counted as noise: a
-    sidelobe field of rms ``far_level`` (the PSF's own rms in the outer ring of what is known) × k's peak, in k's
-    channels, projected on i's profile as a flat offset over i's image.
+    sidelobe field of rms ``far_level``ₖ (k's own, :func:`far_levels`, from the outer ring of what is
+    known of the PSF), in k's channels, projected on i's profile as a flat offset over i's image.
     """
     z = jnp.arange(line.shape[0], dtype=jnp.float32)
     profiles = jax.vmap(lambda q: line_profile(z, q))(params[:, 5:7])  # (K, nz)
@@ -123,29 +123,51 @@ def amplitude_system(line: jax.Array, weights: jax.Array, params: jax.Array, ima
     shadow = jnp.einsum("iz,jz->ij", (profiles * weights) ** 2, profiles**2) * jnp.einsum("iyx,jyx->ij", squared, squared)
     offset = jnp.abs(params[:, None, :2] - params[None, :, :2])  # (K, K, [x, y])
     beyond = (offset[..., 0] > reach[1]) | (offset[..., 1] > reach[0])
-    peak = jnp.max(jnp.abs(images), axis=(1, 2))
-    per_unit = far_level * peak[None, :] * spectral * jnp.sum(images, axis=(1, 2))[:, None]
+    per_unit = far_level[None, :] * spectral * jnp.sum(images, axis=(1, 2))[:, None]
     per_unit = per_unit / jnp.maximum(jnp.diag(gram), 1e-30)[:, None]
     far = jnp.where(beyond, per_unit**2, 0.0)
     return b, gram, noise, shadow, far
 
 
-def far_sidelobes(psf: np.ndarray, *, ring: float = 0.25) -> tuple[tuple[int, int], float]:
-    """How far ``psf`` (odd square, unit peak at its centre, zero where unknown) is known, and its level
-    past that: ((reach y, reach x), rms over the outer ``ring`` of the known extent, Chebyshev
-    distance). A PSF image (tclean's is the image's size) padded to the field's reach with zeros is
-    known only where it is not zero; its sidelobes go on past that edge at about this rms."""
+def far_sidelobes(psf: np.ndarray, *, ring: float = 0.25) -> tuple[tuple[int, int], np.ndarray]:
+    """How far ``psf`` (odd square, unit peak at its centre, zero where unknown) is known, and what its
+    sidelobes past that look like: ((reach y, reach x), the PSF on the outer ``ring`` of the known
+    extent (Chebyshev distance), zero elsewhere, ``psf``'s shape). A PSF image (tclean's is the
+    image's size) padded to the field's reach with zeros is known only where it is not zero; its
+    sidelobes go on past that edge much as they are in that ring (:func:`far_power`)."""
     c0, c1 = psf.shape[0] // 2, psf.shape[1] // 2
     known = psf != 0
     rows, cols = np.flatnonzero(known.any(axis=1)), np.flatnonzero(known.any(axis=0))
     if not len(rows):
-        return (0, 0), 0.0
+        return (0, 0), np.zeros_like(psf)
     ry, rx = int(min(c0 - rows[0], rows[-1] - c0)), int(min(c1 - cols[0], cols[-1] - c1))
-    core = psf[c0 - ry : c0 + ry + 1, c1 - rx : c1 + rx + 1]
-    yy, xx = np.indices(core.shape)
-    distance = np.maximum(np.abs(yy - ry) / max(ry, 1), np.abs(xx - rx) / max(rx, 1))
-    outer = core[distance >= 1.0 - ring]
-    return (ry, rx), float(np.sqrt(np.mean(np.square(outer)))) if outer.size else 0.0
+    yy, xx = np.indices(psf.shape)
+    distance = np.maximum(np.abs(yy - c0) / max(ry, 1), np.abs(xx - c1) / max(rx, 1))
+    return (ry, rx), np.where((distance >= 1.0 - ring) & (distance <= 1.0), psf, 0.0).astype(np.float32)
+
+
+def far_power(ring_psf: np.ndarray, fft_shape: tuple[int, int]) -> jax.Array:
+    """R(k) on an rfft2 grid ``fft_shape`` with Σₖ |Ĝ(k)|² R(k) the mean square of G ⊛ ``ring_psf``
+    over the ring (Parseval): the level of a source's own sidelobes past what is known of the beam
+    (:func:`far_levels`). ``ring_psf``: :func:`far_sidelobes`' ring, odd square."""
+    n_ring = max(int(np.count_nonzero(ring_psf)), 1)
+    power = jnp.abs(kernel_hat(ring_psf.astype(np.float32), fft_shape)) ** 2
+    weight = np.full(power.shape[1], 2.0, np.float32)  # each half-plane column stands for two, but 0 and Nyquist
+    weight[0] = 1.0
+    if fft_shape[1] % 2 == 0:
+        weight[-1] = 1.0
+    return power * jnp.asarray(weight)[None, :] / float(fft_shape[0] * fft_shape[1] * n_ring)
+
+
+@functools.partial(jax.jit, static_argnames=("fft_shape",))
+def far_levels(params: jax.Array, power: jax.Array, *, fft_shape: tuple[int, int]) -> jax.Array:
+    """(K,) rms of each source's unit-amplitude sidelobes past the known beam, √Σ |Ĝₖ|² R (:func:`far_power`).
+
+    For a point source this is its image's peak times the ring's rms; an extended one averages the
+    ring's fine speckle away but adds up its smooth part coherently, by up to its area over the
+    beam's (a 13 px source seen through a 3 px beam: ~20× what its peak alone would say)."""
+    ky, kx = frequencies(fft_shape)
+    return jax.vmap(lambda p5: jnp.sqrt(jnp.sum(jnp.abs(gaussian_hat(p5, ky, kx, 0.0)) ** 2 * power)))(params[:, :5])
 
 
 def solve_amplitudes(b: np.ndarray, gram: np.ndarray, noise: np.ndarray, shadow: np.ndarray, far: np.ndarray,

@@ -52,6 +52,8 @@ from dfjax.pipeline.forward import (
     amplitude_system,
     cholesky_to_sigmas,
     correlate_window,
+    far_levels,
+    far_power,
     far_sidelobes,
     fft_grid,
     field_images,
@@ -322,15 +324,16 @@ def fit_scene(scene: Scene, guesses: Sequence[Guess], *, min_snr: float, rounds:
                                  (n_local, n_local))  # fmt: skip
     line_pad = jnp.pad(line, ((0, 0), (half, half), (half, half)))
     mask_pad = jnp.pad(jnp.ones((ny, nx), jnp.float32), half)
-    known, level = far_sidelobes(scene.psf)  # the beam past the edge of what is known of it, as noise
-    reach, far_level = jnp.asarray(known, jnp.float32), jnp.float32(level)
+    known, ring = far_sidelobes(scene.psf)  # the beam past the edge of what is known of it, as noise
+    reach, power = jnp.asarray(known, jnp.float32), far_power(ring, fft_shape)
     covariance = np.zeros((k, 8, 8))
     index = np.arange(k)  # each row's guess
     snr = None
     for round_ in range(rounds + 1):
         images, correlated = field_images(params, psf_hat, corr_hat, field=(ny, nx), fft_shape=fft_shape)
+        far = far_levels(params, power, fft_shape=fft_shape)
         system = tuple(np.asarray(v, np.float64) for v in amplitude_system(line, weights, params, images, correlated,
-                                                                           reach, far_level))  # fmt: skip
+                                                                           reach, far))  # fmt: skip
         # the first round ranks each source by its SNR alone, later ones by the last joint SNR
         ranking = system[0] / np.sqrt(np.maximum(np.diag(system[2]), 1e-300)) if snr is None else snr
         alive = _merge_close(np.asarray(params), alive, np.argsort(-ranking, kind="stable"), merge_px)
