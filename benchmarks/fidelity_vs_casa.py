@@ -75,11 +75,12 @@ def main() -> None:
                         help="share of the noise variance the paper mode's white noise should make up")
     parser.add_argument("--product", choices=("dirty", "clean"), default="dirty",
                         help="compare the dirty cubes and noise (default) or the cleaned, PB-corrected product")
+    parser.add_argument("--cube", type=int, default=0, help="with --product clean: which cube of eval_casa/clean.yaml")
     args = parser.parse_args()
     if not 0.0 < args.white_share < 1.0:
         parser.error("--white-share: must be in (0, 1)")
     if args.product == "clean":
-        clean_product(args.size, args.channels, args.seed)
+        clean_product(args.size, args.channels, args.cube)
         return
 
     config = SimConfig().replace(**{"cube.size": args.size, "cube.channels": args.channels})

@@ -20,7 +20,6 @@ Validated against CASA on the same sky by ``benchmarks/fidelity_vs_casa.py --pro
 from __future__ import annotations
 
 import functools
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from sim.config import ObservationConfig
 from sim.instrument import Instrument, beam_image
+from sim.observe import channel_chunks
 
 GAIN = 0.1  # tclean's default loop gain
 MAJOR_CYCLES = 3  # the robust rms of nsigma is measured again on the residual this many times
@@ -124,19 +124,16 @@ def make_product(dirty: np.ndarray, ins: Instrument, obs: ObservationConfig, *,
         beams = dirty_beams(ins)
         size = ins.size
         restoring = jnp.asarray(np.stack([beam_image(*b, obs.cell_arcsec, 2 * size) for b in ins.beams]))
-        if threads is None:
-            threads = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
-        bounds = np.linspace(0, ins.channels, max(1, min(threads, ins.channels)) + 1).astype(int)
-
-        def run(chunk: tuple[int, int]) -> int:
-            a, b = chunk
+        def run(chunk: slice) -> int:
+            a, b = chunk.start, chunk.stop
             comps, res, n = hogbom(jnp.asarray(image[a:b]), beams[a:b], jnp.asarray(imaged[a:b]),
                                    obs.threshold_jy, obs.nsigma, niter=obs.niter)  # fmt: skip
             image[a:b] = np.asarray(restore(comps, restoring[a:b], size=size) + res)
             return int(n.sum())
 
-        with ThreadPoolExecutor(len(bounds) - 1) as pool:
-            count = sum(pool.map(run, zip(bounds[:-1], bounds[1:])))
+        chunks = channel_chunks(ins.channels, threads)
+        with ThreadPoolExecutor(len(chunks)) as pool:
+            count = sum(pool.map(run, chunks))
     if not obs.pbcor:
         return Product(image, None, count)
     blanked = np.where(imaged, pb, np.nan).astype(np.float32)

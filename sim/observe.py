@@ -91,6 +91,15 @@ def noise_args(ins: "Instrument", keys: jax.Array, channels: slice = slice(None)
     return keys[channels], ins.noise_index, ins.noise_std[channels], ins.mirror_index, ins.mirror_source
 
 
+def channel_chunks(channels: int, threads: int | None = None) -> list[slice]:
+    """Contiguous channel ranges, one per thread: on a CPU all cores by default (XLA runs one FFT
+    on about one core, so independent channels go to threads), one range on an accelerator."""
+    if threads is None:
+        threads = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
+    bounds = np.linspace(0, channels, max(1, min(threads, channels)) + 1).astype(int)
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 @dataclass
 class Observation:
     dirty: np.ndarray  # (nz, n, n) float32, Jy/beam
@@ -190,10 +199,8 @@ def observe(
     psf_at_ref = ins.psf_at(ref_pixel if ref_pixel is not None else (ins.size // 2, ins.size // 2))
     keys = channel_keys(seed, ins.channels)
     snr, expected = jnp.float32(target_snr or 1.0), jnp.float32(ins.thermal_rms.mean())
-    if threads is None:
-        threads = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
-    threads = max(1, min(threads, ins.channels))
-    if threads == 1:
+    chunks = channel_chunks(ins.channels, threads)
+    if len(chunks) == 1:
         dirty, rms, scale, peak, white = _observe_fused(
             sky_dev, keys, snr, psf_at_ref, ins.primary_beam, ins.weight_grid, ins.noise_index,
             ins.noise_std, ins.mirror_index, ins.mirror_source, expected, n_pad=ins.n_pad, mode=noise)  # fmt: skip
@@ -202,8 +209,6 @@ def observe(
     # CPU: XLA runs one FFT on about one core, so independent channel chunks go to threads
     peak = float(_peak(sky_dev, ins.primary_beam, psf_at_ref))
     scale = jnp.float32(_noise_scale(noise, peak, snr, expected))
-    bounds = np.linspace(0, ins.channels, threads + 1).astype(int)
-    chunks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
     dirty = np.empty(sky.shape, np.float32)
 
@@ -214,7 +219,7 @@ def observe(
         dirty[c] = np.asarray(part)
         return float(mean_square) * (c.stop - c.start)
 
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(len(chunks)) as pool:
         parts = list(pool.map(run, chunks))
     if noise == "none":
         return Observation(dirty, 0.0, 0.0, peak)

@@ -20,8 +20,8 @@ import numpy as np
 from dfjax.maths import FWHM_PER_SIGMA
 
 __all__ = ["MAX_SIGMA_CHAN", "MAX_SIGMA_PX", "MIN_SIGMA_CHAN", "MIN_SIGMA_PX", "amplitude_system", "far_levels",
-           "far_power", "far_sidelobes", "cholesky_to_sigmas", "correlate_window", "fft_grid", "field_images", "frequencies",
-           "gaussian_hat", "kernel_hat", "line_profile", "local_image", "local_size", "shape_to_cholesky",
+           "far_power", "far_sidelobes", "cholesky_to_sigmas", "correlate_window", "fft_grid", "field_images",
+           "frequencies", "gaussian_hat", "kernel_hat", "line_profile", "local_image", "local_size", "shape_to_cholesky",
            "solve_amplitudes"]  # fmt: skip
 
 MIN_SIGMA_PX = 0.25  # intrinsic widths are bounded to [this, MAX_SIGMA_PX]; an unresolved source sits near the floor
