@@ -35,7 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from dfjax import checkpoint, losses, models
-from sim.cli import CliError, add_config, add_quiet, fail, make_parser, parse_sets, read_yaml, section
+from sim.cli import CliError, add_config, add_quiet, fail, make_parser, merge, parse_sets, read_yaml, section
 
 Batch = tuple[np.ndarray, np.ndarray]
 BatchSource = Callable[[str, int], Iterable[Batch]]
@@ -139,15 +139,6 @@ def parse_config(model_name: str, data: dict[str, Any] | None = None,
     config = TrainConfig(**values, stream=_stream_config(stream))
     _validate(model_name, config)
     return config
-
-
-def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``update`` merged in, nested mappings key by key (later values win)."""
-    out = dict(base)
-    for key, value in update.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = merge(out[key], value) if both else value
-    return out
 
 
 def _stream_config(data: dict[str, Any]) -> StreamConfig:

@@ -19,17 +19,21 @@ from pathlib import Path
 import numpy as np
 
 from sim.casa import CasaUnavailableError
-from sim.cli import CliError, add_config, add_quiet, add_subcommand, make_parser, parse_sets, read_yaml, section
+from sim.cli import CliError, add_config, add_quiet, add_subcommand, make_parser, merge, parse_sets, read_yaml, section
 from sim.config import NOISE_MODES, ConfigError, SimConfig, from_dict
 from sim.fitsio import FitsInputError
 
 PROG = "python -m sim"
 
 
-def load_config(path: str | Path | None, sets: list[str], flags: dict) -> SimConfig:
-    """Defaults <- the `sim:` section of a YAML file <- --set KEY=VALUE <- explicit flags."""
+def load_config(path: str | Path | None, sets: list[str], flags: dict, regime: str | None = None) -> SimConfig:
+    """Defaults <- the `sim:` section of a YAML file (<- its `regimes.REGIME.sim`) <- --set KEY=VALUE
+    <- explicit flags."""
     try:
-        data = section(read_yaml(path), "sim", path=path, required=True) if path else {}
+        content = read_yaml(path) if path else {}
+        data = section(content, "sim", path=path, required=True) if path else {}
+        if regime is not None:
+            data = regime_section(content, regime, data, path)
         overrides = dict(parse_sets(sets, prefix="sim"))
     except CliError as exc:
         raise ConfigError(str(exc)) from None
@@ -44,6 +48,21 @@ def _default(dotted: str) -> str:
     for key in dotted.split("."):
         value = value[key]
     return f"(default: sim.{dotted}, {value})"
+
+
+def regime_section(content: dict, name: str, base: dict, path) -> dict:
+    """`base` (a `sim:` section) with `regimes.NAME.sim` merged in key by key: a set of extra
+    training cubes in another regime (params.yaml's `regimes`), drawn from its own seed."""
+    if not path:
+        raise CliError(f"--regime {name}: needs --config (the file whose `regimes.{name}` it names)")
+    regimes = section(content, "regimes", path=path)
+    if name not in regimes:
+        raise CliError(f"--regime {name}: {path} has no `regimes.{name}` (known: {', '.join(regimes) or 'none'})")
+    over = section(content, f"regimes.{name}.sim", path=path, required=True)
+    if over.get("seed", base.get("seed", 0)) == base.get("seed", 0):
+        raise CliError(f"{path}: regimes.{name}.sim.seed must differ from sim.seed "
+                       "(the same seed draws the same skies as the main set)")  # fmt: skip
+    return merge(base, over)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -67,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         "python -m sim generate --config params.yaml --set sky.fwhm_px=[2,4] --out data/sim --n 20",
         "python -m sim generate --out data/sim --n 5000 --dask-scheduler tcp://head:8786"])  # fmt: skip
     g.add_argument("--out", required=True, help="output directory (resumed if it holds cubes of the same config)")
+    g.add_argument("--regime", metavar="NAME",
+                   help="merge --config's `regimes.NAME.sim` over its `sim:` (extra training cubes, params.yaml)")
     g.add_argument("--n", type=int, required=True, help="number of cubes")
     g.add_argument("--size", type=int, help=f"field size in pixels {_default('cube.size')}")
     g.add_argument("--channels", type=int, help=f"number of channels {_default('cube.channels')}")
@@ -122,7 +143,7 @@ def run_generate(args: argparse.Namespace) -> None:
     config = load_config(args.config, args.sets, {
         "cube.size": args.size, "cube.channels": args.channels, "noise.mode": args.noise,
         "backend": args.backend, "observation.antenna_config": args.antenna_config, "seed": args.seed,
-    })  # fmt: skip
+    }, regime=args.regime)  # fmt: skip
     from sim.generate import finished, generate  # imported late: bad flags fail before JAX loads
 
     reused = 0 if args.overwrite else len(finished(args.out, args.n))

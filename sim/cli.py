@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 __all__ = ["CliError", "HelpFormatter", "add_config", "add_quiet", "add_subcommand", "apply_sets", "fail",
-           "make_parser", "parse_sets", "read_yaml", "section", "version"]
+           "make_parser", "merge", "parse_sets", "read_yaml", "section", "version"]
 
 
 class CliError(ValueError):
@@ -165,6 +165,15 @@ def apply_sets(mapping: Mapping[str, Any], pairs: Iterable[tuple[str, Any]]) -> 
                 node[key] = {}
             node = node[key]
         node[leaf] = value
+    return out
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in, nested mappings key by key (later values win)."""
+    out = dict(base)
+    for key, value in update.items():
+        both = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = merge(out[key], value) if both else value
     return out
 
 

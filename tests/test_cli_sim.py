@@ -123,3 +123,43 @@ def test_psf_writes_what_generate_writes_and_refuses_to_overwrite(tmp_path, made
     assert_one_line_error(_cli("psf", *SMALL, "--out", out), "exists", "--overwrite")
     assert_one_line_error(_cli("psf", *SMALL, "--out", tmp_path), "is a directory")
     assert out.read_bytes() == before
+
+
+REGIMES = """\
+sim:
+  seed: 5
+  cube: {size: 32, channels: 4}
+  noise: {mode: snr}
+regimes:
+  small_beam:
+    n_cubes: 1
+    sim: {seed: 6, noise: {paper_fraction: 1.0}, observation: {antenna_config: alma.cycle9.5}}
+  same_seed:
+    sim: {seed: 5, sky: {size_reading: fwhm}}
+"""
+
+
+def test_a_regime_is_the_sim_section_with_its_own_settings_merged_in(tmp_path):
+    from sim.__main__ import load_config
+
+    (tmp_path / "p.yaml").write_text(REGIMES)
+    config = load_config(tmp_path / "p.yaml", [], {}, regime="small_beam")
+    assert config.seed == 6 and config.cube.size == 32 and config.cube.channels == 4  # kept from sim:
+    assert config.observation.antenna_config == "alma.cycle9.5" and config.noise.paper_fraction == 1.0
+    assert config.noise.mode == "snr"  # merged key by key, not replaced
+    assert main(["generate", "--config", str(tmp_path / "p.yaml"), "--regime", "small_beam", "--out",
+                 str(tmp_path / "o"), "--n", "1", "--quiet"]) == 0  # fmt: skip
+    header = fits.getheader(tmp_path / "o" / "cube_00000.fits")
+    assert (header["SEED"], header["ANTCFG"], header["NOISE"]) == (6, "alma.cycle9.5", "paper")
+
+
+@pytest.mark.parametrize(("regime", "config", "words"), [
+    ("nope", True, ("--regime nope", "known: small_beam, same_seed")),
+    ("same_seed", True, ("regimes.same_seed.sim.seed", "differ from sim.seed")),
+    ("small_beam", False, ("--regime small_beam", "needs --config")),
+])  # fmt: skip
+def test_a_bad_regime_is_one_line_exit_2(tmp_path, regime, config, words):
+    (tmp_path / "p.yaml").write_text(REGIMES)
+    args = ["--config", tmp_path / "p.yaml"] if config else []
+    assert_one_line_error(_cli("generate", *args, "--regime", regime, "--out", tmp_path / "o", "--n", "1"), *words)
+    assert not (tmp_path / "o").exists()

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         "python -m dfjax.datasets.almasim --sim-dir data/sim --data-dir data/tfds --builder-config default",
         "python -m dfjax.datasets.almasim --sim-dir data/sim --data-dir data/tfds --config params.yaml --quiet"])
     p.add_argument("--sim-dir", required=True, help="a `python -m sim generate` output directory")
+    p.add_argument("--extra-train", action="append", default=[], metavar="DIR",
+                   help="another `python -m sim generate` directory whose every cube joins the train split "
+                        "(repeatable: params.yaml's regimes)")
     p.add_argument("--data-dir", required=True, help="TFDS data directory to write almasim/NAME/VERSION in")
     p.add_argument("--builder-config", choices=CONFIG_NAMES, default=None,
                    help="builder config (default: data.builder_config of --config, else default)")
@@ -58,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         name = builder_config(args.config, args.sets, CONFIG_NAMES)  # checked even when --builder-config wins
         name = args.builder_config or name or "default"
-        path = build(args.sim_dir, args.data_dir, name, overwrite=args.overwrite, progress=not args.quiet)
+        path = build(args.sim_dir, args.data_dir, name, extra_train=args.extra_train, overwrite=args.overwrite,
+                     progress=not args.quiet)
     except (CliError, RecordError) as exc:
         print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

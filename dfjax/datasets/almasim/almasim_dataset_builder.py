@@ -4,7 +4,10 @@ The simulator directory is the builder's manual directory
 (``tfds.download.DownloadConfig(manual_dir=SIM_DIR)``); nothing is ever downloaded. Each example is
 one cube, keyed by its cube index, with exactly the features of
 :func:`dfjax.datasets.almasim.records.read_cube_record`. Splits are 60/20/20 by cube with a seeded
-permutation (:func:`split_indices`), as in the paper (Sec. 3). Build with
+permutation (:func:`split_indices`), as in the paper (Sec. 3). Further simulator directories
+(``Builder.extra_train``: params.yaml's ``regimes``, cubes of other noise kinds, sizes, antenna
+configurations and products) add their cubes to the train split only, so validation and test stay
+the main set's. Build with
 ``python -m dfjax.datasets.almasim`` or :func:`dfjax.datasets.almasim.build`; read with
 ``tfds.data_source('almasim/NAME', data_dir=OUT)`` (no TensorFlow needed).
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import warnings
 from pathlib import Path
 from typing import ClassVar
@@ -33,6 +37,7 @@ When the simulator's output changes, bump it together with ``Builder.VERSION``."
 
 CUBE_PATTERN, SKY_PATTERN = "cube_{:05d}.fits", "sky_{:05d}.fits"
 SPLIT_FRACTIONS = {"train": 0.6, "validation": 0.2, "test": 0.2}
+EXTRA_KEY = 1_000_000  # example keys of the k-th extra training directory start at (k + 1) * EXTRA_KEY
 
 
 @dataclasses.dataclass
@@ -146,6 +151,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     ]  # fmt: skip
     DEFAULT_CONFIG_NAME = "default"
 
+    extra_train: tuple[Path, ...] = ()
+    """Simulator directories whose every cube goes to the train split, after the main set's (keys
+    ``(k + 1) * EXTRA_KEY + i`` for cube ``i`` of the k-th directory)."""
     progress = None
     """Optional tqdm bar (total: cubes) that `_generate_examples` advances, showing MB/s of FITS read."""
     bytes_read = 0
@@ -180,13 +188,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         sim_dir = Path(dl_manager.manual_dir)
         n = plan(sim_dir, self.builder_config)
+        extra = [(Path(d), plan(Path(d), self.builder_config)) for d in self.extra_train]
+        if len({Path(d).resolve() for d in [sim_dir, *self.extra_train]}) != 1 + len(extra):
+            raise RecordError(f"--extra-train: each directory once, and not --sim-dir ({sim_dir})")
         if self.progress is not None:
-            self.progress.reset(total=n)
+            self.progress.reset(total=n + sum(m for _, m in extra))
         splits = split_indices(n, self.builder_config.split_seed)
-        return {name: self._generate_examples(sim_dir, idx) for name, idx in splits.items()}
+        gens = {name: self._generate_examples(sim_dir, idx) for name, idx in splits.items()}
+        if extra:
+            gens["train"] = itertools.chain(gens["train"], *(
+                self._generate_examples(d, np.arange(m), key_offset=(k + 1) * EXTRA_KEY) for k, (d, m) in enumerate(extra)))
+        return gens
 
-    def _generate_examples(self, sim_dir: Path, indices: np.ndarray):
-        """Yields (cube index, record) in increasing cube index (the split's order on disk)."""
+    def _generate_examples(self, sim_dir: Path, indices: np.ndarray, key_offset: int = 0):
+        """Yields (key_offset + cube index, record) in increasing cube index (the split's order on disk)."""
         for i in indices.tolist():
             cube, sky = sim_dir / CUBE_PATTERN.format(i), sim_dir / SKY_PATTERN.format(i)
             record = read_cube_record(cube, sky, dtype=np.float16)
@@ -197,4 +212,4 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 elapsed = max(self.progress.format_dict["elapsed"], 1e-9)
                 self.progress.set_postfix_str(f"{self.bytes_read / 1e6 / elapsed:.1f} MB/s", refresh=False)
                 self.progress.update(1)
-            yield i, record
+            yield key_offset + i, record

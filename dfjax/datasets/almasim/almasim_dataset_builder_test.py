@@ -195,3 +195,39 @@ def test_cli_exit_code_without_traceback(tmp_path):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "cube_00002.fits: no such file" in done.stderr.splitlines()[-1]
     assert not out.exists()
+
+
+def test_extra_training_sets_join_the_train_split_only(tmp_path):
+    import tensorflow_datasets as tfds
+
+    extra = shutil.copytree(dummy_dir(), tmp_path / "regime")
+    out = tmp_path / "tfds"
+    assert main(["--sim-dir", str(dummy_dir()), "--data-dir", str(out), "--config", CONFIG,
+                 "--extra-train", str(extra), "--quiet"]) == 0  # fmt: skip
+    source = tfds.data_source(f"almasim/{CONFIG}", data_dir=out)
+    assert {k: len(v) for k, v in source.items()} == {"train": 4, "validation": 1, "test": 1}
+    base = build(dummy_dir(), tmp_path / "base", CONFIG, progress=False)
+    plain = tfds.data_source(f"almasim/{CONFIG}", data_dir=base.parents[2])
+    for split in ("validation", "test"):  # exactly the main set's cubes
+        np.testing.assert_array_equal(source[split][0]["dirty_cube"], plain[split][0]["dirty_cube"])
+    train = [source["train"][i] for i in range(4)]
+    np.testing.assert_array_equal(train[0]["dirty_cube"], plain["train"][0]["dirty_cube"])
+    assert [int(ex["cube_index"]) for ex in train[1:]] == [0, 1, 2]  # every cube of the extra set, in order
+    for i, ex in enumerate(train[1:]):
+        np.testing.assert_array_equal(ex["dirty_cube"], read_cube_record(
+            extra / f"cube_{i:05d}.fits", extra / f"sky_{i:05d}.fits")["dirty_cube"])
+
+
+@pytest.mark.parametrize("which", ["the main set again", "a bad cube"])
+def test_a_bad_extra_training_set_is_one_line_exit_2_and_leaves_nothing(tmp_path, capsys, which):
+    if which == "a bad cube":
+        extra = shutil.copytree(dummy_dir(), tmp_path / "regime")
+        name = _truncate(extra)
+    else:
+        extra, name = dummy_dir(), "--extra-train"
+    out = tmp_path / "tfds"
+    assert main(["--sim-dir", str(dummy_dir()), "--data-dir", str(out), "--config", CONFIG,
+                 "--extra-train", str(extra), "--quiet"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and name in err[0], err
+    assert not out.exists()

@@ -7,6 +7,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import tensorflow_datasets as tfds
@@ -23,8 +24,12 @@ def _dir_bytes(path: Path) -> int:
 
 
 def build(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, config_name: str = "default", *,
-          overwrite: bool = False, progress: bool = True) -> Path:  # fmt: skip
+          extra_train: Sequence[str | os.PathLike] = (), overwrite: bool = False,
+          progress: bool = True) -> Path:  # fmt: skip
     """Package `sim_dir` as ``data_dir/almasim/config_name/VERSION`` (array_record); returns that path.
+
+    Every cube of each `extra_train` directory joins the train split (validation and test are
+    `sim_dir`'s alone): training cubes of other regimes, params.yaml's ``regimes``.
 
     Raises `RecordError` (message naming the file) for a bad simulator directory; a failed build
     leaves no dataset directory behind. An existing dataset of the same version is reused as is
@@ -33,24 +38,27 @@ def build(sim_dir: str | os.PathLike, data_dir: str | os.PathLike, config_name: 
     sim_dir, data_dir = Path(sim_dir), Path(data_dir)
     if config_name not in CONFIG_NAMES:
         raise RecordError(f"--builder-config: unknown config {config_name!r}; choose from {', '.join(CONFIG_NAMES)}")
-    if not sim_dir.is_dir() or not any(sim_dir.iterdir()):
-        raise RecordError(f"{sim_dir}: no such directory, or empty")
+    extra_train = tuple(Path(d) for d in extra_train)
+    for d in (sim_dir, *extra_train):
+        if not d.is_dir() or not any(d.iterdir()):
+            raise RecordError(f"{d}: no such directory, or empty")
     out = data_dir / "almasim" / config_name / str(Builder.VERSION)
     if overwrite and out.exists():  # build aside, then swap: a failure keeps the existing dataset
         data_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".almasim-", dir=data_dir) as aside:
-            new = _prepare(sim_dir, Path(aside), config_name, progress)
+            new = _prepare(sim_dir, Path(aside), config_name, extra_train, progress)
             trash = out.with_name(f".{out.name}.old")
             out.rename(trash)
             new.rename(out)
             shutil.rmtree(trash)
         return out
-    return _prepare(sim_dir, data_dir, config_name, progress)
+    return _prepare(sim_dir, data_dir, config_name, extra_train, progress)
 
 
-def _prepare(sim_dir: Path, data_dir: Path, config_name: str, progress: bool) -> Path:
+def _prepare(sim_dir: Path, data_dir: Path, config_name: str, extra_train: tuple[Path, ...], progress: bool) -> Path:
     """`download_and_prepare` with our progress bar; on failure, remove what this call created."""
     builder = Builder(config=config_name, data_dir=data_dir, file_format="array_record")
+    builder.extra_train = extra_train
     out = Path(builder.data_dir)
     existed = [p for p in (data_dir, data_dir / "almasim", out.parent) if p.exists()]
     bar = tqdm(unit="cube", desc=f"almasim/{config_name}", disable=not progress, dynamic_ncols=True)
