@@ -108,9 +108,10 @@ def _read_psf(path: Path, mtime_ns: int, half: int) -> np.ndarray:
 def cube_psf(cube: Cube, config: Any, psf_file: str | Path | None = None, *, cleaned: bool = False) -> Any:
     """The beam the scene fit sees ``cube`` through (``scene.psf``, :mod:`dfjax.pipeline.psf`): the PSF
     file (``--psf``, or :func:`sibling` ``psf`` with ``auto``), the header's restoring beam (``beam``,
-    and with ``auto`` for a ``cleaned`` cube without a PSF file: its sources are the CLEAN components
-    seen through that beam alone), or None — measured on the noise by the pipeline. With the scene
-    fit off, a PSF file or a cleaned cube's beam still turns it on (``scene.with_psf``)."""
+    and with ``auto`` for any ``cleaned`` cube with a beam, a PSF file or not: its sources are the
+    CLEAN components seen through that beam alone, while tclean's ``.psf`` beside it is the dirty
+    beam), or None — measured on the noise by the pipeline. With the scene fit off, a PSF file or a
+    cleaned cube's beam still turns it on (``scene.with_psf``)."""
     scene = getattr(config, "scene", None)
     kind = getattr(scene, "psf", "auto")
     enabled = getattr(scene, "enabled", False)
@@ -119,6 +120,8 @@ def cube_psf(cube: Cube, config: Any, psf_file: str | Path | None = None, *, cle
     from dfjax.pipeline.psf import beam_psf_image
 
     half = max(cube.shape[1:]) - 1
+    if kind == "auto" and cleaned and cube.beam is not None:
+        kind = "beam"
     if kind in ("auto", "file"):
         beside = sibling(cube, "psf")
         path = Path(psf_file) if psf_file is not None else (beside if beside.is_file() else None)

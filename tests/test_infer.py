@@ -403,6 +403,11 @@ def test_a_cleaned_cube_is_fitted_through_its_restoring_beam_and_alma_names_find
     # a Gaussian of FWHM 2 x 4 px (RA runs along -x, so the major axis is along y for BPA 0)
     assert beam[23 + 2, 23] == pytest.approx(0.5, abs=0.02) and beam[23, 23 + 1] == pytest.approx(0.5, abs=0.02)
     assert infer.cube_psf(clean, tuned.replace(**{"scene.with_psf": False}), cleaned=True) is None
+    dirty_beam = np.zeros((8, 24, 24), np.float32)
+    dirty_beam[:, 12, 12], dirty_beam[:, 12, 2] = 1.0, 0.3  # a far sidelobe a restored image does not have
+    fits.writeto(tmp_path / "clean.psf.fits", dirty_beam)  # tclean's .psf beside its cleaned .image
+    np.testing.assert_array_equal(infer.cube_psf(clean, tuned, cleaned=True), beam)  # the restoring beam wins
+    assert infer.cube_psf(clean, tuned.replace(**{"scene.psf": "file"}), cleaned=True)[23, 13] == pytest.approx(0.3)
     fits.writeto(tmp_path / "X.cube.I.pbcor.fits", data, cube_header(24, 24, 8))
     fits.writeto(tmp_path / "X.cube.I.pb.fits", np.ones((8, 24, 24), np.float32))
     archive = read_cube(tmp_path / "X.cube.I.pbcor.fits")

@@ -51,8 +51,9 @@ PSF_KINDS: tuple[str, ...] = ("auto", "file", "beam", "noise")
 """Where the scene fit's beam comes from (:mod:`dfjax.pipeline.psf`): ``file``, a PSF image given
 to the pipeline (``dfjax.infer --psf``); ``beam``, the header's restoring beam (a CLEANed cube);
 ``noise``, the data's noise autocorrelation with any white spike removed (a dirty cube); ``auto``,
-the file when one is given, else for a cleaned cube (``NITER`` > 0 or primary-beam corrected) the
-header's beam (``dfjax.infer``), else the noise."""
+for a cleaned cube (``NITER`` > 0 or primary-beam corrected) with a beam in its header that beam
+(tclean's ``.psf`` beside it is the dirty beam, not what its restored sources are seen through),
+else the file when one is given, else the noise (``dfjax.infer``)."""
 
 SNR_SPREADS: tuple[str, ...] = ("std", "var")
 """Denominator of eqs. 17–18: ``std`` (scale free, the default) or ``var`` (as printed)."""

@@ -197,9 +197,12 @@ def test_cli_exit_code_without_traceback(tmp_path):
     assert not out.exists()
 
 
-def test_extra_training_sets_join_the_train_split_only(tmp_path):
+def test_extra_training_sets_join_the_train_split_only(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
+    from tensorflow_datasets.core import shuffle
 
+    # a split over TFDS's in-memory buffer would spill to disk through TensorFlow, which is not installed
+    monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 1000)
     extra = shutil.copytree(dummy_dir(), tmp_path / "regime")
     out = tmp_path / "tfds"
     assert main(["--sim-dir", str(dummy_dir()), "--data-dir", str(out), "--config", CONFIG,
@@ -216,6 +219,7 @@ def test_extra_training_sets_join_the_train_split_only(tmp_path):
     for i, ex in enumerate(train[1:]):
         np.testing.assert_array_equal(ex["dirty_cube"], read_cube_record(
             extra / f"cube_{i:05d}.fits", extra / f"sky_{i:05d}.fits")["dirty_cube"])
+    assert shuffle.MAX_MEM_BUFFER_SIZE == 1000  # put back
 
 
 @pytest.mark.parametrize("which", ["the main set again", "a bad cube"])

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 from tqdm.auto import tqdm
 
 from dfjax.datasets.almasim.almasim_dataset_builder import Builder
@@ -59,12 +60,18 @@ def _prepare(sim_dir: Path, data_dir: Path, config_name: str, extra_train: tuple
     """`download_and_prepare` with our progress bar; on failure, remove what this call created."""
     builder = Builder(config=config_name, data_dir=data_dir, file_format="array_record")
     builder.extra_train = extra_train
+    # TFDS keeps a split in memory up to MAX_MEM_BUFFER_SIZE (1 GB) and then spills it to disk
+    # through tf.io.gfile, which needs TensorFlow; with shuffling disabled the spilled split is read
+    # back whole anyway, so hold it in memory: at most the FITS files' size (float32, twice a record)
+    fits_bytes = sum(p.stat().st_size for d in (sim_dir, *extra_train) for p in d.glob("*_[0-9]*.fits"))
+    buffer = max(tfds_shuffle.MAX_MEM_BUFFER_SIZE, fits_bytes)
     out = Path(builder.data_dir)
     existed = [p for p in (data_dir, data_dir / "almasim", out.parent) if p.exists()]
     bar = tqdm(unit="cube", desc=f"almasim/{config_name}", disable=not progress, dynamic_ncols=True)
     builder.progress = bar
     start = time.perf_counter()
     tfds.display_progress_bar(False)  # ours counts cubes over all splits, with MB/s
+    default_buffer, tfds_shuffle.MAX_MEM_BUFFER_SIZE = tfds_shuffle.MAX_MEM_BUFFER_SIZE, buffer
     try:
         with tempfile.TemporaryDirectory(prefix="almasim-dl-") as nowhere:  # nothing is downloaded
             config = tfds.download.DownloadConfig(manual_dir=str(sim_dir))
@@ -77,6 +84,7 @@ def _prepare(sim_dir: Path, data_dir: Path, config_name: str, extra_train: tuple
             data_dir.rmdir()
         raise
     finally:
+        tfds_shuffle.MAX_MEM_BUFFER_SIZE = default_buffer
         tfds.display_progress_bar(True)
         bar.close()
     seconds = time.perf_counter() - start
