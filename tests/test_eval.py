@@ -280,3 +280,23 @@ def test_the_cube_scorer_compares_each_ellipse_not_its_labelling():
     assert res["fwhm_x"]["bias"] == pytest.approx(0.1) and res["fwhm_y"]["bias"] == pytest.approx(0.2)
     sofia = {k: found[k] for k in ("x", "y", "z", "x0", "x1", "y0", "y1", "z0", "z1")}  # no shapes: positions only
     assert set(_scores([sofia], [truth])["centre_matched"]) == {"x", "y"}
+
+
+def test_the_cube_scorer_reports_the_fits_own_errors_beside_the_scatter():
+    """Five true sources, one of them 3 px off: the std is the outlier's, the robust std the
+    rest's; with the catalogue's err_x the pulls (residual / err) come out as computed by hand."""
+    from dfjax.eval.cubes import _scores
+
+    n = 5
+    truth = {"x": np.arange(n) * 20.0, "y": np.full(n, 50.0), "z": np.full(n, 20.0), "fwhm_z": np.full(n, 6.0),
+             "peak_snr": np.full(n, 10.0), "line_flux": np.ones(n)}  # fmt: skip
+    truth |= {"x0": truth["x"] - 5, "x1": truth["x"] + 5, "y0": truth["y"] - 5, "y1": truth["y"] + 5,
+              "z0": truth["z"] - 3, "z1": truth["z"] + 3}  # fmt: skip
+    dx = np.array([0.1, -0.1, 0.2, -0.2, 2.5])
+    found = {**truth, "x": truth["x"] + dx, "err_x": np.full(n, 0.5), "err_y": np.full(n, 0.5)}
+    res = _scores([found], [truth])["centre_matched"]
+    assert res["x"]["std"] == pytest.approx(np.std(dx))
+    assert res["x"]["robust_std"] < 0.4 < res["x"]["std"]
+    assert res["x"]["median_err"] == 0.5 and res["x"]["pull_std"] == pytest.approx(np.std(dx / 0.5))
+    del found["err_x"]  # no errors in one catalogue: no pulls
+    assert "pull_std" not in _scores([found], [truth])["centre_matched"]["x"]

@@ -11,7 +11,9 @@ with flat noise, :mod:`dfjax.response`; ``--no-pb`` leaves it out) and
 matched to the truth two ways: the paper's (:mod:`dfjax.eval.matching`, box IoU ≥ 0.6, centres
 < 3 px, emission ranges' IoU ≥ 0.6) and by centre (< 3 px, line centre within max(2, FWHM_z/2)
 channels; :func:`~dfjax.eval.matching.match_centres`). The metrics, recall by peak SNR included,
-go to one JSON; SoFiA-2's, run on the same files, beside them. These cubes are never used for
+go to one JSON; SoFiA-2's, run on the same files, beside them. Positions carry their robust std
+(MAD) beside the std and, where the catalogue has ``err_x``/``err_y`` (the scene fit's), the
+median error and the pulls' std: near 1, the scatter is the noise's, not the method's. These cubes are never used for
 training or tuning.
 """
 
@@ -34,6 +36,7 @@ from tqdm import tqdm
 from dfjax.eval import metrics as M
 from dfjax.eval.evaluate import write_json
 from dfjax.eval.matching import MatchCriteria, match, match_centres
+from dfjax.maths import robust_std
 from sim.cli import add_config, add_quiet, fail, make_parser
 
 __all__ = ["score", "sofia_sources", "truth_of"]
@@ -103,6 +106,7 @@ def _scores(predicted: Sequence[dict], truth: Sequence[dict]) -> dict:
     res = {}
     shapes = all(name in p for _, p, _ in pairs for name in ("fwhm_x", "fwhm_y", "pa"))
     residuals = {name: [] for name in ("x", "y", *(("fwhm_x", "fwhm_y") if shapes else ()))}
+    errors = {name: [] for name in ("x", "y") if all("err_" + name in p for _, p, _ in pairs)}
     for t, p, k in pairs:
         i, j = k[:, 0], k[:, 1]
         values = {"x": p["x"][i], "y": p["y"][i]}
@@ -111,9 +115,18 @@ def _scores(predicted: Sequence[dict], truth: Sequence[dict]) -> dict:
                                                                      p["fwhm_y"][i], p["pa"][i])  # fmt: skip
         for name, value in values.items():
             residuals[name].append(value - t[name][j])
+        for name in errors:
+            errors[name].append(p["err_" + name][i])
     for name, parts in residuals.items():
         r = np.concatenate(parts) if parts else np.zeros(0)
         res[name] = {"bias": float(np.mean(r)) if len(r) else None, "std": float(np.std(r)) if len(r) else None}
+        if len(r) > 1:  # the scatter without its outliers: a std far above it is a few sources, not all
+            res[name]["robust_std"] = float(robust_std(r))
+        if name in errors and len(r):  # the fit's own errors: a pull std near 1 is a noise-limited scatter
+            err = np.concatenate(errors[name])
+            ok = np.isfinite(err) & (err > 0)
+            if ok.any():
+                res[name] |= {"median_err": float(np.median(err[ok])), "pull_std": float(np.std(r[ok] / err[ok]))}
     for name in ("line_flux", "line_flux_measured", "line_flux_fit"):
         if all(name in p for _, p, _ in pairs):
             ratio = np.concatenate([p[name][k[:, 0]] / t["line_flux"][k[:, 1]] for t, p, k in pairs])
