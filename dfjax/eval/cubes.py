@@ -13,8 +13,8 @@ matched to the truth two ways: the paper's (:mod:`dfjax.eval.matching`, box IoU 
 channels; :func:`~dfjax.eval.matching.match_centres`). The metrics, recall by peak SNR included,
 go to one JSON; SoFiA-2's, run on the same files, beside them. Positions carry their robust std
 (MAD) beside the std and, where the catalogue has ``err_x``/``err_y`` (the scene fit's), the
-median error and the pulls' std: near 1, the scatter is the noise's, not the method's. These cubes are never used for
-training or tuning.
+median error and the pulls' std: near 1, the scatter is the noise's, not the method's. These
+cubes are never used for training or tuning.
 """
 
 from __future__ import annotations
