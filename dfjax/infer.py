@@ -95,14 +95,27 @@ def is_cleaned(cube: Cube, response: Any = None) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _read_psf(path: Path, mtime_ns: int, half: int) -> np.ndarray:
-    """The PSF at ``path`` as the scene fit takes it, read once for every cube of a batch that shares
-    it (a PSF cube's median channel over 360² × 128 takes seconds); ``mtime_ns``: a rewritten file is read again."""
+def _read_psf(path: Path, mtime_ns: int) -> np.ndarray:
+    """The PSF at ``path``, whole (:func:`~dfjax.pipeline.psf.psf_from_file`), read once for the check
+    of the arguments and every cube of a batch that shares it (a PSF cube's median channel over
+    360² × 128 is a cube's read and a partition); ``mtime_ns``: a rewritten file is read again."""
     from dfjax.pipeline.psf import psf_from_file
 
-    psf = psf_from_file(path, half=half)
+    psf = psf_from_file(path)
     psf.setflags(write=False)
     return psf
+
+
+def read_psf(path: str | Path, half: int) -> np.ndarray:
+    """:func:`_read_psf`'s PSF cut to (2·half + 1)²; ``ValueError`` where the file is not a PSF."""
+    from dfjax.pipeline.psf import centred
+
+    path = Path(path).resolve()
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable FITS PSF ({exc.strerror})") from None
+    return centred(_read_psf(path, mtime), half)
 
 
 def cube_psf(cube: Cube, config: Any, psf_file: str | Path | None = None, *, cleaned: bool = False) -> Any:
@@ -129,7 +142,7 @@ def cube_psf(cube: Cube, config: Any, psf_file: str | Path | None = None, *, cle
             raise InferError(f"{cube.path}: scene.psf is 'file' but no --psf was given (nor {beside.name})")
         if path is not None:
             try:
-                return _read_psf(Path(path).resolve(), Path(path).stat().st_mtime_ns, half)
+                return read_psf(path, half)
             except (OSError, ValueError) as exc:
                 raise InferError(str(exc)) from None
         if not (cleaned and cube.beam is not None):
@@ -337,10 +350,8 @@ def infer_files(
     except ValueError as exc:
         raise InferError(str(exc)) from None
     if psf is not None:  # a PSF that cannot be read is refused before anything loads
-        from dfjax.pipeline.psf import psf_from_file
-
         try:
-            psf_from_file(psf, half=2)
+            read_psf(psf, half=2)
         except ValueError as exc:
             raise InferError(f"--psf {' '.join(str(exc).split())}") from None
     paths = [Path(p) for p in cube_paths]

@@ -31,7 +31,7 @@ from dfjax.pipeline.characterise import Morphology, model_box
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection
 from dfjax.pipeline.forward import MIN_SIGMA_PX
-from dfjax.pipeline.psf import noise_model
+from dfjax.pipeline.psf import centred, noise_model
 from dfjax.pipeline.scene import Fitted, Guess, Scene, fit_scene, scene_model
 from dfjax.pipeline.search import RESIDUAL, SEARCHED, channel_noise, line_cube, peak_detections, search_peaks
 
@@ -53,17 +53,8 @@ def noise_scene(cube: np.ndarray, config: PipelineConfig, *, psf: np.ndarray | N
     reach = config.scene.psf_half_px or (3 * min(ny, nx)) // 4
     pairs = int(np.clip(NOISE_PIXELS // (ny * nx), 8, 64))
     noise = noise_model(cube, half=min(reach, min(ny, nx) - 1), pairs=pairs)
-    beam = noise.beam if psf is None else _reach(psf, reach)
+    beam = noise.beam if psf is None else centred(psf, reach)
     return Scene(line=line, noise=channel_noise(cube, line=line), psf=beam, correlation=noise.correlation)
-
-
-def _reach(psf: np.ndarray, half: int) -> np.ndarray:
-    """A centred odd-square PSF cut (or zero padded) to (2·half + 1)²."""
-    out = np.zeros((2 * half + 1, 2 * half + 1))
-    h0, h1 = psf.shape[0] // 2, psf.shape[1] // 2
-    r0, r1 = min(h0, half), min(h1, half)
-    out[half - r0 : half + r0 + 1, half - r1 : half + r1 + 1] = psf[h0 - r0 : h0 + r0 + 1, h1 - r1 : h1 + r1 + 1]
-    return out
 
 
 def unresolved(f: Fitted, beam_fwhm_px: float) -> bool:

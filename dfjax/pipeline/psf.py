@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from dfjax.maths import gaussian_2d
+from dfjax.maths import gaussian_2d, median
 from dfjax.pipeline.config import PSF_KINDS
 
-__all__ = ["PSF_KINDS", "NoiseModel", "beam_psf_image", "noise_acf", "noise_model", "psf_from_file"]
+__all__ = ["PSF_KINDS", "NoiseModel", "beam_psf_image", "centred", "noise_acf", "noise_model", "psf_from_file"]
 
 SPIKE_RADIUS = 2  # the beam's zero lag is extrapolated from the lags 0 < |Δx|, |Δy| ≤ this
 
@@ -104,8 +104,9 @@ def noise_model(cube: np.ndarray, *, half: int, pairs: int = 64) -> NoiseModel:
     return NoiseModel(beam=beam, correlation=acf / total, white_fraction=float(np.clip(1.0 - smooth / total, 0, 1)))
 
 
-def psf_from_file(path: str | Path, *, half: int) -> np.ndarray:
-    """A PSF image (2-D, or a cube: its median over channels) → (2·half + 1)², unit peak at the centre.
+def psf_from_file(path: str | Path, *, half: int | None = None) -> np.ndarray:
+    """A PSF image (2-D, or a cube: its median over channels) → (2·half + 1)², unit peak at the centre;
+    ``half`` None: the whole image's reach (its larger side), which :func:`centred` cuts to any other.
 
     ``ValueError`` with a one-line reason when the file is not a PSF (no positive peak, wrong shape).
     """
@@ -117,21 +118,31 @@ def psf_from_file(path: str | Path, *, half: int) -> np.ndarray:
         raise ValueError(f"{path}: not a readable FITS PSF ({' '.join(str(exc).split())})") from None
     if data is None:
         raise ValueError(f"{path}: no image in the file")
-    data = np.squeeze(np.asarray(data, np.float64))
-    if data.ndim == 3:
-        data = np.nanmedian(data, axis=0)
+    data = np.squeeze(np.asarray(data, np.float32))
+    if data.ndim == 3:  # a flagged (NaN) channel is left out of its pixel's median
+        data = np.nanmedian(data, axis=0) if np.isnan(data).any() else median(data, axis=0)
     if data.ndim != 2:
         raise ValueError(f"{path}: a PSF must be a 2-D image or a cube, got shape {data.shape}")
-    data = np.nan_to_num(data)
+    data = np.nan_to_num(data.astype(np.float64))
     iy, ix = np.unravel_index(np.argmax(data), data.shape)
     peak = data[iy, ix]
     if not peak > 0:
         raise ValueError(f"{path}: the PSF has no positive peak")
+    half = max(data.shape) if half is None else half
     out = np.zeros((2 * half + 1, 2 * half + 1))
     ny, nx = data.shape
     y0, y1 = max(iy - half, 0), min(iy + half + 1, ny)
     x0, x1 = max(ix - half, 0), min(ix + half + 1, nx)
     out[y0 - iy + half : y1 - iy + half, x0 - ix + half : x1 - ix + half] = data[y0:y1, x0:x1] / peak
+    return out
+
+
+def centred(psf: np.ndarray, half: int) -> np.ndarray:
+    """A centred odd-square PSF cut (or zero padded) to (2·half + 1)²."""
+    out = np.zeros((2 * half + 1, 2 * half + 1))
+    h0, h1 = psf.shape[0] // 2, psf.shape[1] // 2
+    r0, r1 = min(h0, half), min(h1, half)
+    out[half - r0 : half + r0 + 1, half - r1 : half + r1 + 1] = psf[h0 - r0 : h0 + r0 + 1, h1 - r1 : h1 + r1 + 1]
     return out
 
 
