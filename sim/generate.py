@@ -318,12 +318,13 @@ def generate(
 ) -> Path:
     """Simulate cubes 0..n-1 into `out_dir` (resuming) and write `catalogue.csv`; returns its path.
 
-    With `psf`, also write the (shared) dirty beam of the set-up to ``out_dir/psf.fits``.
+    With `psf`, also write the (shared) dirty beam of the set-up to ``out_dir/psf.fits``. ``n`` 0 is
+    an empty set (its config and a catalogue with no rows): a regime that adds no training cubes.
     """
     from tqdm.auto import tqdm
 
-    if n < 1:
-        raise ConfigError(f"--n: must be at least 1, got {n}")
+    if n < 0:
+        raise ConfigError(f"--n: must be at least 0, got {n}")
     if workers < 1:
         raise ConfigError(f"--workers: must be at least 1, got {workers}")
     out_dir = Path(out_dir)

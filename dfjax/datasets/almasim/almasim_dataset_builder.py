@@ -106,11 +106,14 @@ def _check_cube(path: Path, config: AlmasimConfig, *, is_sky: bool) -> int:
     return n_sources
 
 
-def plan(sim_dir: Path, config: AlmasimConfig) -> int:
-    """Check a simulator directory against `config` before anything is written; returns the cube count."""
+def plan(sim_dir: Path, config: AlmasimConfig, *, empty_ok: bool = False) -> int:
+    """Check a simulator directory against `config` before anything is written; returns the cube count.
+    ``empty_ok``: a set of no cubes (``sim generate --n 0``: a catalogue without rows) counts 0, not an error."""
     counts = _catalogue_counts(sim_dir)
     on_disk = {int(p.stem.split("_")[1]) for p in sim_dir.glob("cube_*.fits") if p.stem.split("_")[1].isdigit()}
     n = max(on_disk | set(counts), default=-1) + 1
+    if n == 0 and empty_ok and (sim_dir / "catalogue.csv").is_file():
+        return 0
     if n == 0:
         raise RecordError(f"{sim_dir}: no cube_NNNNN.fits files and an empty catalogue.csv")
     if config.num_cubes is not None and n != config.num_cubes:
@@ -188,7 +191,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         sim_dir = Path(dl_manager.manual_dir)
         n = plan(sim_dir, self.builder_config)
-        extra = [(Path(d), plan(Path(d), self.builder_config)) for d in self.extra_train]
+        extra = [(Path(d), plan(Path(d), self.builder_config, empty_ok=True)) for d in self.extra_train]
         if len({Path(d).resolve() for d in [sim_dir, *self.extra_train]}) != 1 + len(extra):
             raise RecordError(f"--extra-train: each directory once, and not --sim-dir ({sim_dir})")
         if self.progress is not None:

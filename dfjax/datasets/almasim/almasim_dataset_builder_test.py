@@ -222,6 +222,27 @@ def test_extra_training_sets_join_the_train_split_only(tmp_path, monkeypatch):
     assert shuffle.MAX_MEM_BUFFER_SIZE == 1000  # put back
 
 
+def test_an_empty_extra_training_set_adds_nothing(tmp_path, monkeypatch):
+    """A regime with no training cubes (``sim generate --n 0``, params.yaml ``n_cubes: 0``) packages as
+    if it were not given; an empty main set stays an error."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core import shuffle
+
+    from sim.config import SimConfig
+    from sim.generate import generate
+
+    monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 1000)
+    empty = tmp_path / "regime"
+    generate(empty, 0, SimConfig(), progress=False)
+    assert not list(empty.glob("cube_*.fits")) and (empty / "catalogue.csv").read_text().startswith("cube")
+    out = tmp_path / "tfds"
+    assert main(["--sim-dir", str(dummy_dir()), "--data-dir", str(out), "--config", CONFIG,
+                 "--extra-train", str(empty), "--quiet"]) == 0  # fmt: skip
+    source = tfds.data_source(f"almasim/{CONFIG}", data_dir=out)
+    assert {k: len(v) for k, v in source.items()} == {"train": 1, "validation": 1, "test": 1}
+    assert main(["--sim-dir", str(empty), "--data-dir", str(tmp_path / "none"), "--config", CONFIG, "--quiet"]) == 2
+
+
 @pytest.mark.parametrize("which", ["the main set again", "a bad cube"])
 def test_a_bad_extra_training_set_is_one_line_exit_2_and_leaves_nothing(tmp_path, capsys, which):
     if which == "a bad cube":
