@@ -21,7 +21,7 @@ from dfjax.maths import FWHM_PER_SIGMA
 
 __all__ = ["MAX_SIGMA_CHAN", "MAX_SIGMA_PX", "MIN_SIGMA_CHAN", "MIN_SIGMA_PX", "amplitude_system", "far_levels",
            "far_power", "far_sidelobes", "cholesky_to_sigmas", "correlate_window", "fft_grid", "field_images",
-           "frequencies", "gaussian_hat", "kernel_hat", "line_profile", "local_image", "local_size", "shape_to_cholesky",
+           "frequencies", "gaussian_hat", "gaussian_power", "kernel_hat", "line_profile", "local_image", "local_size", "shape_to_cholesky",
            "solve_amplitudes"]  # fmt: skip
 
 MIN_SIGMA_PX = 0.25  # intrinsic widths are bounded to [this, MAX_SIGMA_PX]; an unresolved source sits near the floor
@@ -58,13 +58,21 @@ def gaussian_hat(p5: jax.Array, ky: jax.Array, kx: jax.Array, offset: float) -> 
     (1, n//2 + 1) in radians per pixel (rfft2 layout).
 
     With M⁻¹ = [[a, b], [0, d]] (a = e⁻ᵘ, d = e⁻ᵛ, b = −w·a·d) the covariance is M⁻¹M⁻ᵀ, so
-    Ĝ(k) = 2π·a·d · exp(−½ |M⁻ᵀk|²) · e^(−i k·(r₀ + offset)).
+    Ĝ(k) = 2π·a·d · exp(−½ |M⁻ᵀk|²) · e^(−i k·(r₀ + offset)); the shift's phase is the outer
+    product of a row's and a column's (cos and sin on n + n//2 + 1 values, not on the grid).
     """
+    shift_x = -kx * (p5[0] + offset)
+    shift_y = -ky * (p5[1] + offset)
+    phase = jax.lax.complex(jnp.cos(shift_y), jnp.sin(shift_y)) * jax.lax.complex(jnp.cos(shift_x), jnp.sin(shift_x))
+    return jnp.sqrt(gaussian_power(p5, ky, kx)) * phase
+
+
+def gaussian_power(p5: jax.Array, ky: jax.Array, kx: jax.Array) -> jax.Array:
+    """|Ĝ(k)|² of :func:`gaussian_hat`: (2π·a·d)² · exp(−|M⁻ᵀk|²), the same for every position."""
     a, d = jnp.exp(-p5[2]), jnp.exp(-p5[3])
     b = -p5[4] * a * d
     quad = (a * kx) ** 2 + (b * kx + d * ky) ** 2
-    phase = -(kx * (p5[0] + offset) + ky * (p5[1] + offset))
-    return (2.0 * jnp.pi * a * d) * jnp.exp(-0.5 * quad) * jax.lax.complex(jnp.cos(phase), jnp.sin(phase))
+    return (2.0 * jnp.pi * a * d) ** 2 * jnp.exp(-quad)
 
 
 def frequencies(shape: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
@@ -93,9 +101,16 @@ def field_images(params: jax.Array, psf_hat: jax.Array, corr_hat: jax.Array, *, 
     ny, nx = field
     ky, kx = frequencies(fft_shape)
     g_hat = jax.vmap(lambda p: gaussian_hat(p, ky, kx, 0.0))(params[:, :5])
-    images = jnp.fft.irfft2(g_hat * psf_hat, s=fft_shape)[:, :ny, :nx]
-    correlated = jnp.fft.irfft2(g_hat * psf_hat * corr_hat, s=fft_shape)[:, :ny, :nx]
+    images = _irfft2_cropped(g_hat * psf_hat, fft_shape, field)
+    correlated = _irfft2_cropped(g_hat * psf_hat * corr_hat, fft_shape, field)
     return images, correlated
+
+
+def _irfft2_cropped(x: jax.Array, shape: tuple[int, int], crop: tuple[int, int]) -> jax.Array:
+    """``irfft2(x, s=shape)[..., :crop[0], :crop[1]]`` with the rows past ``crop[0]`` dropped between
+    its two passes: the second pass runs on the field's rows only (640² grids for a 360² field: 0.7×)."""
+    rows = jnp.fft.ifft(x, n=shape[0], axis=-2)[..., : crop[0], :]
+    return jnp.fft.irfft(rows, n=shape[1], axis=-1)[..., : crop[1]]
 
 
 @jax.jit
@@ -167,7 +182,7 @@ def far_levels(params: jax.Array, power: jax.Array, *, fft_shape: tuple[int, int
     ring's fine speckle away but adds up its smooth part coherently, by up to its area over the
     beam's (a 13 px source seen through a 3 px beam: ~20× what its peak alone would say)."""
     ky, kx = frequencies(fft_shape)
-    return jax.vmap(lambda p5: jnp.sqrt(jnp.sum(jnp.abs(gaussian_hat(p5, ky, kx, 0.0)) ** 2 * power)))(params[:, :5])
+    return jax.vmap(lambda p5: jnp.sqrt(jnp.sum(gaussian_power(p5, ky, kx) * power)))(params[:, :5])
 
 
 def solve_amplitudes(b: np.ndarray, gram: np.ndarray, noise: np.ndarray, shadow: np.ndarray, far: np.ndarray,
