@@ -34,6 +34,9 @@ __all__ = ["Candidate", "Line", "characterise_spectra", "denoise_spectra", "find
            "refit_line"]
 
 _DEFAULTS = PipelineConfig()
+# astropy.modeling's LevMarLSQFitter defaults (optimizers.DEFAULT_*) and Gaussian1D's stddev bound (FLOAT_EPSILON)
+LEVMAR_MAXFEV, LEVMAR_ACC, LEVMAR_EPS = 100, 1e-7, float(np.sqrt(np.finfo(float).eps))
+_STDDEV_FLOOR = float(np.finfo(np.float32).tiny)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,18 +89,44 @@ def _fitter(name: str) -> fitting.Fitter:
     return fitting.TRFLSQFitter() if name == "trf" else fitting.LevMarLSQFitter()
 
 
+def _levmar(z: np.ndarray, y: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """(amplitude, mean, stddev) of astropy's ``LevMarLSQFitter()(Gaussian1D(*start), z, y)``, made by the
+    call it makes (MINPACK's lmder through ``scipy.optimize.leastsq``: the same residuals, analytic
+    Jacobian, stddev's lower bound, maxfev, xtol and step) without the model machinery around it —
+    the same numbers at a tenth of the time, for the many lines of a paper-size cube."""
+    from scipy import optimize
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        a, m, s = p[0], p[1], np.fmax(p[2], _STDDEV_FLOOR)
+        return a * np.exp(-0.5 * (z - m) ** 2 / s**2) - y
+
+    def jacobian(p: np.ndarray) -> np.ndarray:  # Gaussian1D.fit_deriv, at the unbounded parameters as astropy's
+        a, m, s = p
+        e = np.exp(-0.5 / s**2 * (z - m) ** 2)
+        return np.array([e, a * e * (z - m) / s**2, a * e * (z - m) ** 2 / s**3])
+
+    fitted, _ = optimize.leastsq(residual, start, Dfun=jacobian, col_deriv=True, maxfev=LEVMAR_MAXFEV,
+                                 epsfcn=LEVMAR_EPS**2, xtol=LEVMAR_ACC)  # fmt: skip
+    return np.array([fitted[0], fitted[1], np.fmax(fitted[2], _STDDEV_FLOOR)])
+
+
 def _fit_gaussian(z: np.ndarray, y: np.ndarray, guess: tuple[float, float, float], fitter: str
                   ) -> tuple[float, float, float] | None:  # fmt: skip
     """Gaussian1D least squares → (amplitude, mean, fwhm), or None when the fit is unusable."""
     amplitude, mean, fwhm = guess
-    model = models.Gaussian1D(amplitude=amplitude, mean=mean, stddev=fwhm / FWHM_PER_SIGMA)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "fit may be unsuccessful": judged below instead
         try:
-            fit = _fitter(fitter)(model, z, y)
+            if fitter == "levmar":
+                a, m, s = _levmar(np.asarray(z, np.float64), np.asarray(y, np.float64),
+                                  np.array([amplitude, mean, fwhm / FWHM_PER_SIGMA], np.float64))  # fmt: skip
+            else:
+                model = models.Gaussian1D(amplitude=amplitude, mean=mean, stddev=fwhm / FWHM_PER_SIGMA)
+                fit = _fitter(fitter)(model, z, y)
+                a, m, s = float(fit.amplitude.value), float(fit.mean.value), float(fit.stddev.value)
         except (ValueError, RuntimeError, np.linalg.LinAlgError):
             return None
-    a, m, s = float(fit.amplitude.value), float(fit.mean.value), abs(float(fit.stddev.value))
+    a, m, s = float(a), float(m), abs(float(s))
     if not (np.isfinite([a, m, s]).all() and a > 0 and s > 0 and z[0] <= m <= z[-1]):
         return None
     return a, m, s * FWHM_PER_SIGMA
