@@ -21,8 +21,8 @@ from dfjax.maths import FWHM_PER_SIGMA
 
 __all__ = ["MAX_SIGMA_CHAN", "MAX_SIGMA_PX", "MIN_SIGMA_CHAN", "MIN_SIGMA_PX", "amplitude_system", "far_levels",
            "far_power", "far_sidelobes", "cholesky_to_sigmas", "correlate_window", "fft_grid", "field_images",
-           "frequencies", "gaussian_hat", "gaussian_power", "kernel_hat", "line_profile", "local_image", "local_size", "shape_to_cholesky",
-           "solve_amplitudes"]  # fmt: skip
+           "frequencies", "gaussian_hat", "gaussian_power", "kernel_hat", "line_profile", "local_image", "local_size",
+           "shape_to_cholesky", "solve_amplitudes"]  # fmt: skip
 
 MIN_SIGMA_PX = 0.25  # intrinsic widths are bounded to [this, MAX_SIGMA_PX]; an unresolved source sits near the floor
 MAX_SIGMA_PX = 20.0
@@ -64,15 +64,21 @@ def gaussian_hat(p5: jax.Array, ky: jax.Array, kx: jax.Array, offset: float) -> 
     shift_x = -kx * (p5[0] + offset)
     shift_y = -ky * (p5[1] + offset)
     phase = jax.lax.complex(jnp.cos(shift_y), jnp.sin(shift_y)) * jax.lax.complex(jnp.cos(shift_x), jnp.sin(shift_x))
-    return jnp.sqrt(gaussian_power(p5, ky, kx)) * phase
+    norm, quad = _spread(p5, ky, kx)
+    return norm * jnp.exp(-0.5 * quad) * phase
 
 
 def gaussian_power(p5: jax.Array, ky: jax.Array, kx: jax.Array) -> jax.Array:
     """|Ĝ(k)|² of :func:`gaussian_hat`: (2π·a·d)² · exp(−|M⁻ᵀk|²), the same for every position."""
+    norm, quad = _spread(p5, ky, kx)
+    return norm**2 * jnp.exp(-quad)
+
+
+def _spread(p5: jax.Array, ky: jax.Array, kx: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(2π·a·d, |M⁻ᵀk|²) of :func:`gaussian_hat`."""
     a, d = jnp.exp(-p5[2]), jnp.exp(-p5[3])
     b = -p5[4] * a * d
-    quad = (a * kx) ** 2 + (b * kx + d * ky) ** 2
-    return (2.0 * jnp.pi * a * d) ** 2 * jnp.exp(-quad)
+    return 2.0 * jnp.pi * a * d, (a * kx) ** 2 + (b * kx + d * ky) ** 2
 
 
 def frequencies(shape: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
