@@ -165,12 +165,9 @@ def focus_offset(box: Sequence[float], size: int) -> np.ndarray:
 
 
 def _window(cube: np.ndarray, offset: np.ndarray, size: int) -> np.ndarray:
-    """(nz, ny, nx) → (nz, size, size) float32 starting at field pixel ``offset`` (x, y), zeros off the field;
-    a view of a float32 cube where the window lies on the field (read it, do not write to it)."""
+    """(nz, ny, nx) → (nz, size, size) float32 starting at field pixel ``offset`` (x, y), zeros off the field."""
     nz, ny, nx = cube.shape
     x_off, y_off = int(offset[0]), int(offset[1])
-    if 0 <= x_off <= nx - size and 0 <= y_off <= ny - size and cube.dtype == np.float32:
-        return cube[:, y_off : y_off + size, x_off : x_off + size]  # on the field: a view, read only by callers
     out = np.zeros((nz, size, size), np.float32)
     ys = max(y_off, 0), min(y_off + size, ny)
     xs = max(x_off, 0), min(x_off + size, nx)
@@ -222,18 +219,16 @@ def line_emission_image(
     z = np.arange(nz, dtype=np.float64)
     if profile is None:
         weights = None
-        line = window[lo : hi + 1].sum(axis=0, dtype=np.float64)
+        line = window[in_line].sum(axis=0, dtype=np.float64)
     else:
         centre, fwhm = profile
         if not fwhm > 0:
             raise ValueError(f"profile: the line FWHM must be positive, got {fwhm}")
-        weights = gaussian(z[lo : hi + 1], centre, fwhm)
-        line = np.tensordot(weights, window[lo : hi + 1].astype(np.float64), axes=(0, 0))
+        weights = gaussian(z[in_line], centre, fwhm)
+        line = np.tensordot(weights, window[in_line].astype(np.float64), axes=(0, 0))
     if in_line.all():
         return line.astype(np.float32), offset
-    # C[x, y], the mean over the channels either side of Δz (slices: no copy of the window)
-    outside = window[:lo].sum(axis=0, dtype=np.float64) + window[hi + 1 :].sum(axis=0, dtype=np.float64)
-    continuum = outside / (nz - (hi + 1 - lo))
+    continuum = window[~in_line].mean(axis=0, dtype=np.float64)  # C[x, y]
     spectrum = box_spectra(cube, np.asarray(box[:4], np.float64))[0].astype(np.float64)
     f = continuum_trend(z[~in_line], spectrum[~in_line], nz)
     expected = f[in_line].sum() if weights is None else (weights * f[in_line]).sum()  # Σ w·f over Δz
