@@ -98,7 +98,8 @@ def median(values: np.ndarray, axis: int | None = None, *, keepdims: bool = Fals
     the largest of the part below it — where ``np.median`` partitions at both."""
     values = np.asarray(values)
     if axis is None:
-        values, axis = values.reshape(-1), 0
+        flat = median(values.reshape(-1), axis=0)
+        return flat.reshape((1,) * values.ndim) if keepdims else flat
     n = values.shape[axis]
     if n == 0 or not np.issubdtype(values.dtype, np.floating):
         return np.median(values, axis=axis, keepdims=keepdims)

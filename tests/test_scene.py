@@ -267,3 +267,20 @@ def test_a_point_source_is_flagged_unresolved_and_an_extended_one_is_not():
     assert beam_fwhm(beam) == pytest.approx(np.sqrt(6.0 * 5.0), rel=0.1)
     assert not unresolved(extended, beam_fwhm(beam)) and unresolved(compact, beam_fwhm(beam))
     assert max(compact.fwhm_x, compact.fwhm_y) < 2.5  # its upper limit stays well under the beam
+
+
+def test_the_amplitudes_of_a_singular_gram_fall_back_to_the_pseudo_inverse():
+    """Two candidates with one image (a singular Gram): Cholesky fails, the pseudo-inverse splits the
+    amplitude between them; a regular Gram gives the exact solve either way."""
+    from dfjax.pipeline.forward import solve_amplitudes
+
+    gram = np.array([[2.0, 0.5], [0.5, 1.0]])
+    b = gram @ np.array([3.0, -1.0])
+    zero = np.zeros((2, 2))
+    amplitude, error = solve_amplitudes(b, gram, gram, zero, zero, np.ones(2, bool), 0.0)
+    np.testing.assert_allclose(amplitude, [3.0, -1.0], rtol=1e-12)
+    np.testing.assert_allclose(error, np.sqrt(np.diag(np.linalg.inv(gram))), rtol=1e-12)
+    twins = np.ones((2, 2))
+    amplitude, error = solve_amplitudes(np.array([4.0, 4.0]), twins, twins, zero, zero, np.ones(2, bool), 0.0)
+    np.testing.assert_allclose(amplitude, [2.0, 2.0], rtol=1e-9)
+    assert np.isfinite(error).all()
