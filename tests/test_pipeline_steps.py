@@ -278,3 +278,30 @@ def test_tiled_detection_covers_the_whole_field_and_sees_each_blob_once():
     assert detection_map(Identity(), field, centre_only)[5, 4] == 0.0
     boxes = boxes_from_map(detection_map(Identity(), field, tiled), threshold=0.5)
     assert sorted(map(tuple, boxes)) == [(3, 4, 6, 7), (36, 40, 39, 43)]
+
+
+def test_the_line_fit_is_astropys_levmar_fit_to_the_digit():
+    """spectra's bare MINPACK call gives what astropy's LevMarLSQFitter gives on the same data and start."""
+    import warnings
+
+    from astropy.modeling import fitting, models
+
+    from dfjax.maths import FWHM_PER_SIGMA
+    from dfjax.pipeline.spectra import _fit_gaussian
+
+    rng = np.random.default_rng(11)
+    compared = 0
+    for _ in range(40):
+        z = np.arange(rng.integers(6, 40), dtype=float) + rng.integers(0, 80)
+        y = rng.uniform(0.2, 3) * np.exp(-0.5 * ((z - z[0] - rng.uniform(0, len(z))) / rng.uniform(0.5, 6)) ** 2)
+        y = y + rng.normal(0, 0.2, len(z))
+        guess = (float(max(y.max(), 1e-12)), float(z[np.argmax(y)]), float(rng.uniform(1, 12)))
+        ours = _fit_gaussian(z, y, guess, "levmar")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = fitting.LevMarLSQFitter()(models.Gaussian1D(guess[0], guess[1], guess[2] / FWHM_PER_SIGMA), z, y)
+        theirs = (fit.amplitude.value, fit.mean.value, abs(fit.stddev.value) * FWHM_PER_SIGMA)
+        if ours is not None:  # None: a fit judged unusable (off the window, non-positive)
+            np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+            compared += 1
+    assert compared >= 30
