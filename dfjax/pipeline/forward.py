@@ -19,9 +19,9 @@ import numpy as np
 
 from dfjax.maths import FWHM_PER_SIGMA
 
-__all__ = ["MAX_SIGMA_CHAN", "MAX_SIGMA_PX", "MIN_SIGMA_CHAN", "MIN_SIGMA_PX", "amplitude_system", "far_levels",
-           "far_power", "far_sidelobes", "cholesky_to_sigmas", "correlate_window", "fft_grid", "field_images",
-           "frequencies", "gaussian_hat", "gaussian_power", "kernel_hat", "line_profile", "local_image", "local_size",
+__all__ = ["MAX_SIGMA_CHAN", "MAX_SIGMA_PX", "MIN_SIGMA_CHAN", "MIN_SIGMA_PX", "amplitude_errors", "amplitude_system", "error_power",
+           "far_levels", "far_power", "far_sidelobes", "cholesky_to_sigmas", "correlate_window", "fft_grid", "field_images",
+           "frequencies", "gaussian_hat", "gaussian_power", "inverse_gram", "kernel_hat", "line_profile", "local_image", "local_size",
            "shape_to_cholesky", "solve_amplitudes"]  # fmt: skip
 
 MIN_SIGMA_PX = 0.25  # intrinsic widths are bounded to [this, MAX_SIGMA_PX]; an unresolved source sits near the floor
@@ -121,7 +121,7 @@ def _irfft2_cropped(x: jax.Array, shape: tuple[int, int], crop: tuple[int, int])
 
 @jax.jit
 def amplitude_system(line: jax.Array, weights: jax.Array, params: jax.Array, images: jax.Array,
-                      correlated: jax.Array, reach: jax.Array, far_level: jax.Array
+                      correlated: jax.Array, reach: jax.Array, far_level: jax.Array, error_level: jax.Array
                       ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:  # fmt: skip
     """(b, Γ, S, H, F) of :mod:`dfjax.pipeline.scene`'s step 1; Hᵢₖ = (Σz wz² Lᵢ² Lₖ²)·⟨Iᵢ², Iₖ²⟩ weighs source
     k's model error where source i is measured.
@@ -131,6 +131,9 @@ def amplitude_system(line: jax.Array, weights: jax.Array, params: jax.Array, ima
     model puts none of k's light at i although the sky does. That light is counted as noise: a
     sidelobe field of rms ``far_level``ₖ (k's own, :func:`far_levels`, from the outer ring of what is
     known of the PSF), in k's channels, projected on i's profile as a flat offset over i's image.
+    A beam measured on the noise is wrong everywhere by its estimate's error: source k's model is
+    then wrong by a field of rms ``error_level``ₖ (:func:`error_power`), counted the same way at
+    every other source.
     """
     z = jnp.arange(line.shape[0], dtype=jnp.float32)
     profiles = jax.vmap(lambda q: line_profile(z, q))(params[:, 5:7])  # (K, nz)
@@ -144,9 +147,9 @@ def amplitude_system(line: jax.Array, weights: jax.Array, params: jax.Array, ima
     shadow = jnp.einsum("iz,jz->ij", (profiles * weights) ** 2, profiles**2) * jnp.einsum("iyx,jyx->ij", squared, squared)
     offset = jnp.abs(params[:, None, :2] - params[None, :, :2])  # (K, K, [x, y])
     beyond = (offset[..., 0] > reach[1]) | (offset[..., 1] > reach[0])
-    per_unit = far_level[None, :] * spectral * jnp.sum(images, axis=(1, 2))[:, None]
-    per_unit = per_unit / jnp.maximum(jnp.diag(gram), 1e-30)[:, None]
-    far = jnp.where(beyond, per_unit**2, 0.0)
+    per_unit = spectral * (jnp.sum(images, axis=(1, 2)) / jnp.maximum(jnp.diag(gram), 1e-30))[:, None]
+    others = 1.0 - jnp.eye(len(b), dtype=per_unit.dtype)
+    far = jnp.where(beyond, (far_level[None, :] * per_unit) ** 2, 0.0) + others * (error_level[None, :] * per_unit) ** 2
     return b, gram, noise, shadow, far
 
 
@@ -173,11 +176,25 @@ def far_power(ring_psf: np.ndarray, fft_shape: tuple[int, int]) -> jax.Array:
     (:func:`far_levels`). ``ring_psf``: :func:`far_sidelobes`' ring, odd square."""
     n_ring = max(int(np.count_nonzero(ring_psf)), 1)
     power = jnp.abs(kernel_hat(ring_psf.astype(np.float32), fft_shape)) ** 2
-    weight = np.full(power.shape[1], 2.0, np.float32)  # each half-plane column stands for two, but 0 and Nyquist
+    return power * _half_plane_weight(fft_shape) / float(fft_shape[0] * fft_shape[1] * n_ring)
+
+
+def _half_plane_weight(fft_shape: tuple[int, int]) -> jax.Array:
+    """(1, n1//2 + 1): how many cells of the full plane each rfft2 column stands for (two, but 0 and Nyquist)."""
+    weight = np.full(fft_shape[1] // 2 + 1, 2.0, np.float32)
     weight[0] = 1.0
     if fft_shape[1] % 2 == 0:
         weight[-1] = 1.0
-    return power * jnp.asarray(weight)[None, :] / float(fft_shape[0] * fft_shape[1] * n_ring)
+    return jnp.asarray(weight)[None, :]
+
+
+def error_power(error_acf: np.ndarray, fft_shape: tuple[int, int]) -> jax.Array:
+    """R(k) on an rfft2 grid ``fft_shape`` with Σₖ |Ĝ(k)|² R(k) the variance of G ⊛ E, E a random
+    field of autocorrelation ``error_acf`` (odd square; :func:`~dfjax.pipeline.psf.beam_spectrum`'s
+    beam error): the rms, through :func:`far_levels`, of a source's model error where the beam is an
+    estimate."""
+    spectrum = jnp.maximum(jnp.real(kernel_hat(error_acf.astype(np.float32), fft_shape)), 0.0)
+    return spectrum * _half_plane_weight(fft_shape) / float(fft_shape[0] * fft_shape[1])
 
 
 @functools.partial(jax.jit, static_argnames=("fft_shape",))
@@ -204,28 +221,36 @@ def solve_amplitudes(b: np.ndarray, gram: np.ndarray, noise: np.ndarray, shadow:
     amplitude, error = np.zeros(len(b)), np.full(len(b), np.inf)
     if not len(k):
         return amplitude, error
-    inverse = _inverse(gram[np.ix_(k, k)])
-    amplitude[k] = inverse @ b[k]
-    others = shadow[np.ix_(k, k)] * (1.0 - np.eye(len(k)))
-    systematic = model_error**2 * np.diag(inverse) ** 2 * (others @ amplitude[k] ** 2)
-    unmodelled = far[np.ix_(k, k)] @ amplitude[k] ** 2
-    sandwich = np.einsum("ij,ji->i", inverse @ noise[np.ix_(k, k)], inverse)  # diag(Γ⁻¹ S Γ⁻¹), one product
-    error[k] = np.sqrt(np.maximum(sandwich + systematic + unmodelled, 1e-300))
+    block = np.ix_(k, k)
+    inverse, _ = inverse_gram(gram[block])
+    amplitude[k], error[k] = amplitude_errors(inverse, noise[block] @ inverse, b[k], shadow[block], far[block],
+                                              model_error)  # fmt: skip
     return amplitude, error
 
 
-def _inverse(gram: np.ndarray) -> np.ndarray:
-    """Γ⁻¹ of a Gram matrix: by Cholesky (5× faster than an SVD on the first round's ~200 candidates,
-    solved again after each one explained away), its pseudo-inverse where Γ is singular (two
-    candidates with one image)."""
+def amplitude_errors(inverse: np.ndarray, noise_inverse: np.ndarray, b: np.ndarray, shadow: np.ndarray,
+                     far: np.ndarray, model_error: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """:func:`solve_amplitudes` on a system already cut to its alive sources, given Γ⁻¹ and S Γ⁻¹ (so that
+    a caller dropping one source at a time can update both instead of solving again)."""
+    amplitude = inverse @ b
+    others = shadow * (1.0 - np.eye(len(b)))
+    systematic = model_error**2 * np.diag(inverse) ** 2 * (others @ amplitude**2)
+    unmodelled = far @ amplitude**2
+    sandwich = np.einsum("mi,mi->i", noise_inverse, inverse)  # diag(Γ⁻¹ S Γ⁻¹) = Σₘ (S Γ⁻¹)ₘᵢ (Γ⁻¹)ₘᵢ
+    return amplitude, np.sqrt(np.maximum(sandwich + systematic + unmodelled, 1e-300))
+
+
+def inverse_gram(gram: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(Γ⁻¹ of a Gram matrix, whether it is the exact inverse): by Cholesky, or its pseudo-inverse
+    where Γ is singular (two candidates with one image)."""
     from scipy import linalg
 
     try:
         factor = linalg.cho_factor(gram, lower=True, check_finite=False)
     except linalg.LinAlgError:
-        return np.linalg.pinv(gram)
+        return np.linalg.pinv(gram), False
     inverse = linalg.cho_solve(factor, np.eye(len(gram)), check_finite=False)
-    return inverse if np.isfinite(inverse).all() else np.linalg.pinv(gram)
+    return (inverse, True) if np.isfinite(inverse).all() else (np.linalg.pinv(gram), False)
 
 
 def local_size(half: int, core: int) -> int:

@@ -51,10 +51,12 @@ def noise_scene(cube: np.ndarray, config: PipelineConfig, *, psf: np.ndarray | N
     nz, ny, nx = cube.shape
     line = line_cube(cube) if line is None else line
     reach = config.scene.psf_half_px or (3 * min(ny, nx)) // 4
-    pairs = int(np.clip(NOISE_PIXELS // (ny * nx), 8, 64))
+    # the noise's correlation is known well from a few channel pairs; a beam measured on it needs them all
+    pairs = int(np.clip(NOISE_PIXELS // (ny * nx), 8, 64)) if psf is not None else nz - 1
     noise = noise_model(cube, half=min(reach, min(ny, nx) - 1), pairs=pairs)
-    beam = noise.beam if psf is None else centred(psf, reach)
-    return Scene(line=line, noise=channel_noise(cube, line=line), psf=beam, correlation=noise.correlation)
+    beam, error = (noise.beam, noise.beam_error) if psf is None else (centred(psf, reach), None)
+    return Scene(line=line, noise=channel_noise(cube, line=line), psf=beam, correlation=noise.correlation,
+                 beam_error=error)
 
 
 def unresolved(f: Fitted, beam_fwhm_px: float) -> bool:
