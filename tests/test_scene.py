@@ -207,7 +207,8 @@ def test_the_pipeline_with_the_scene_fit_reports_the_sources_not_their_sidelobes
 def test_a_given_psf_puts_the_scene_fit_in_place_of_refinement():
     """scene.with_psf (the default): a refining configuration (the tuned default's kind) runs the
     scene fit when the cube comes with its PSF — the sidelobe explained, the fit's errors reported —
-    and refinement without one, or with with_psf off."""
+    and refinement without one, or with with_psf off; without one on a field at least
+    scene.noise_beam_px wide, the scene fit through the noise's beam."""
     from test_pipeline_characterise import _constant, _minmax_gru, _threshold_finder
 
     from dfjax.pipeline import PipelineConfig
@@ -226,8 +227,12 @@ def test_a_given_psf_puts_the_scene_fit_in_place_of_refinement():
     assert [(round(s.x), round(s.y), round(s.z)) for s in scene] == [(24, 40, 10)]
     assert 0 < scene[0].err_x < 0.5  # only the scene fit has a covariance
     for refined in (run_pipeline(cube, models, config),
-                    run_pipeline(cube, models, config.replace(**{"scene.with_psf": False}), psf=beam)):  # fmt: skip
+                    run_pipeline(cube, models, config.replace(**{"scene.with_psf": False}), psf=beam),
+                    run_pipeline(cube, models, config.replace(**{"scene.noise_beam_px": N + 1}))):  # fmt: skip
         assert refined and all(np.isnan(s.err_x) for s in refined)
+    # no PSF but a field at least scene.noise_beam_px wide: the scene fit, through the beam of the noise
+    noisy = run_pipeline(cube, models, config.replace(**{"scene.noise_beam_px": N}))
+    assert [(round(s.x), round(s.y), round(s.z)) for s in noisy] == [(24, 40, 10)] and 0 < noisy[0].err_x < 0.5
 
 
 def test_sidelobes_past_the_psfs_edge_count_as_noise_for_who_sits_there():

@@ -145,6 +145,7 @@ class SceneConfig:
 
     enabled: bool = False  # steps (ii)–(iv)'s sources and the line search's candidates enter the joint fit
     with_psf: bool = True  # ... and whenever the cube comes with its PSF (a file), in place of refinement
+    noise_beam_px: int = 0  # ... and, without a PSF, on fields this wide or wider (smaller side, px) through the noise's beam; 0: never
     psf: str = "auto"  # one of PSF_KINDS
     psf_half_px: int = 0  # the beam's reach in pixels (> 0 caps it); 0: the whole field, every sidelobe
     min_snr: float = 5.0  # a source whose amplitude SNR in the joint fit is under this is explained away
@@ -368,7 +369,7 @@ def _validate_scene(c: PipelineConfig) -> None:
         if value < 1:
             raise ConfigError(f"pipeline.{path}: must be at least 1, got {value}")
     for path, value in (("scene.psf_half_px", s.psf_half_px), ("scene.min_snr", s.min_snr),
-                        ("scene.model_error", s.model_error)):  # fmt: skip
+                        ("scene.model_error", s.model_error), ("scene.noise_beam_px", s.noise_beam_px)):  # fmt: skip
         if value < 0:
             raise ConfigError(f"pipeline.{path}: must be >= 0, got {value}")
     for path, value in (("scene.max_shift_px", s.max_shift_px), ("scene.merge_px", s.merge_px)):

@@ -2,7 +2,8 @@
 
 :func:`run_pipeline` runs the stages in order, each taking the sources so far and giving sources
 back: detect (i) → spectra (ii) → focus (iii) → characterise (iv) → the scene fit
-(``scene.enabled``, or ``scene.with_psf`` and a PSF given; :mod:`dfjax.pipeline.joint`) or the
+(``scene.enabled``, ``scene.with_psf`` and a PSF given, or a field of at least
+``scene.noise_beam_px``: :mod:`dfjax.pipeline.joint`) or the
 line search and refinement (``characterise.refine_iterations`` > 0, :mod:`dfjax.pipeline.deblend`)
 → model3d (v) → flux (vi), and returns :class:`Source` rows in pixel units. Unit conversion
 (pixels → sky, channels → frequency, cube units → Jy) is the caller's (``dfjax.infer``).
@@ -45,7 +46,8 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
 
     ``beam_area_px`` (pixels per beam) only scales ``line_flux_measured``; ``psf`` (odd square, unit
     peak at its centre): the beam for the scene fit, which runs in place of refinement with
-    ``scene.enabled``, or with ``scene.with_psf`` whenever a ``psf`` is given; else measured on the noise.
+    ``scene.enabled``, with ``scene.with_psf`` whenever a ``psf`` is given, or on a field whose smaller
+    side is at least ``scene.noise_beam_px`` (> 0); without a ``psf`` the beam is measured on the noise.
     ``progress``: a bar on stderr names the stage running (a paper-size cube takes tens of seconds).
     """
     cube = np.asarray(cube, np.float32)
@@ -53,7 +55,8 @@ def run_pipeline(cube: np.ndarray, models: Models, config: PipelineConfig = _DEF
         raise ValueError(f"expected a cube (nz, ny, nx), got shape {cube.shape}")
     models.check(nz=cube.shape[0])
     clean = np.nan_to_num(cube, nan=0.0) if not np.isfinite(cube).all() else cube
-    joint = config.scene.enabled or (config.scene.with_psf and psf is not None)
+    s = config.scene
+    joint = s.enabled or (s.with_psf and psf is not None) or 0 < s.noise_beam_px <= min(cube.shape[1:])
     refit = "scene fit" if joint else "refine" if config.characterise.refine_iterations > 0 else None
     step = _stages(["detect", "spectra", "focus", "morphology", *([refit] if refit else []), "measure"], progress)
     boxes = step(detect(models.blobs_finder, clean, config))  # (i)
