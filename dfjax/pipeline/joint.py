@@ -31,7 +31,7 @@ from dfjax.pipeline.characterise import Morphology, model_box
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection
 from dfjax.pipeline.forward import MIN_SIGMA_PX
-from dfjax.pipeline.psf import centred, noise_model
+from dfjax.pipeline.psf import centred, noise_correlation, noise_model
 from dfjax.pipeline.scene import Fitted, Guess, Scene, fit_scene, scene_model
 from dfjax.pipeline.search import RESIDUAL, SEARCHED, channel_noise, line_cube, peak_detections, search_peaks
 
@@ -51,12 +51,14 @@ def noise_scene(cube: np.ndarray, config: PipelineConfig, *, psf: np.ndarray | N
     nz, ny, nx = cube.shape
     line = line_cube(cube) if line is None else line
     reach = config.scene.psf_half_px or (3 * min(ny, nx)) // 4
-    # the noise's correlation is known well from a few channel pairs; a beam measured on it needs them all
-    pairs = int(np.clip(NOISE_PIXELS // (ny * nx), 8, 64)) if psf is not None else nz - 1
-    noise = noise_model(cube, half=min(reach, min(ny, nx) - 1), pairs=pairs)
-    beam, error = (noise.beam, noise.beam_error) if psf is None else (centred(psf, reach), None)
-    return Scene(line=line, noise=channel_noise(cube, line=line), psf=beam, correlation=noise.correlation,
-                 beam_error=error)
+    pairs = int(np.clip(NOISE_PIXELS // (ny * nx), 8, 64))
+    half = min(reach, min(ny, nx) - 1)
+    if psf is not None:  # the noise's correlation is known well from a few channel pairs ...
+        beam, error, correlation = centred(psf, reach), None, noise_correlation(cube, half=half, pairs=pairs)
+    else:  # ... a beam measured on the noise needs them all (and gives the correlation too)
+        noise = noise_model(cube, half=half)
+        beam, error, correlation = noise.beam, noise.beam_error, noise.correlation
+    return Scene(line=line, noise=channel_noise(cube, line=line), psf=beam, correlation=correlation, beam_error=error)
 
 
 def unresolved(f: Fitted, beam_fwhm_px: float) -> bool:

@@ -38,8 +38,8 @@ from astropy.io import fits
 from dfjax.maths import gaussian_2d, median, robust_std
 from dfjax.pipeline.config import PSF_KINDS
 
-__all__ = ["PSF_KINDS", "NoiseModel", "beam_psf_image", "beam_spectrum", "centred", "noise_acf", "noise_model",
-           "psf_from_file"]
+__all__ = ["PSF_KINDS", "NoiseModel", "beam_psf_image", "beam_spectrum", "centred", "noise_acf", "noise_correlation",
+           "noise_model", "psf_from_file", "spectrum_acf"]
 
 BEAM_CELL_SIGMA = 3.0  # a cell of the noise spectrum is the beam's where it exceeds the white floor by this many spreads
 ACF_BLOCK = 16  # channel differences transformed at once
@@ -57,11 +57,38 @@ class NoiseModel:
     beam_error: np.ndarray
 
 
-def noise_acf(cube: np.ndarray, *, half: int, pairs: int = 64, halves: bool = False
-              ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def noise_acf(cube: np.ndarray, *, half: int, pairs: int = 64) -> np.ndarray:
     """The noise autocorrelation, (2·half + 1)² lags, not normalised (zero lag: the variance of a
-    channel difference / 2); with ``halves``, also those of the lower and the upper half of the
-    pairs alone, which share no channel (how much the estimate itself is noise: :func:`beam_spectrum`).
+    channel difference / 2).
+
+    Up to ``pairs`` differences of adjacent channels (the continuum cancels) are autocorrelated
+    (zero padded: a linear, not circular, correlation) and normalised by the number of
+    overlapping pixels at each lag; the median over the quieter half of the pairs is taken (a
+    line adds power to the pairs it is in).
+    """
+    nz, ny, nx = cube.shape
+    if nz < 2:
+        raise ValueError(f"need at least 2 channels to measure the noise correlation, got {nz}")
+    half = min(half, (min(ny, nx) - 1) // 2)
+    starts = np.unique(np.linspace(0, nz - 2, min(pairs, nz - 1)).astype(int))
+    diff = np.nan_to_num(cube[starts + 1].astype(np.float64) - cube[starts])
+    diff -= diff.mean(axis=(1, 2), keepdims=True)
+    shape = (2 * ny, 2 * nx)
+    acf = np.fft.irfft2(np.abs(np.fft.rfft2(diff, s=shape)) ** 2, s=shape)
+    acf = np.fft.fftshift(acf, axes=(1, 2))[:, ny - half : ny + half + 1, nx - half : nx + half + 1]
+    lags = np.arange(-half, half + 1)
+    acf /= (ny - np.abs(lags))[:, None] * (nx - np.abs(lags))[None, :]
+    power = acf[:, half, half]
+    if not (power > 0).any():
+        raise ValueError("the cube has no noise to measure")
+    keep = (power > 0) & (power <= np.median(power[power > 0]))
+    return np.median(acf[keep], axis=0) / 2.0
+
+
+def spectrum_acf(cube: np.ndarray, *, half: int, pairs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The noise autocorrelation for the beam, (2·half + 1)² lags, not normalised (zero lag: the
+    variance of a channel difference / 2), and those of the lower and the upper half of the pairs
+    alone, which share no channel (how much the estimate itself is noise: :func:`beam_spectrum`).
 
     Up to ``pairs`` differences of adjacent channels (the continuum cancels), zero padded (a
     linear, not circular, correlation): each one's power spectrum, their median over the pairs
@@ -93,8 +120,6 @@ def noise_acf(cube: np.ndarray, *, half: int, pairs: int = 64, halves: bool = Fa
         lagged = fft.irfft2(median(selected, axis=0).astype(np.float64) / np.log(2.0), s=shape)
         return np.fft.fftshift(lagged)[ny - half : ny + half + 1, nx - half : nx + half + 1] / overlap / 2.0
 
-    if not halves:
-        return acf(power)
     if len(starts) < 2:
         raise ValueError(f"need at least 3 channels to measure the noise correlation's error, got {nz}")
     middle = len(starts) // 2  # the lower and the upper channels: halves that share no channel
@@ -133,12 +158,19 @@ def beam_spectrum(acf: np.ndarray, halves: tuple[np.ndarray, np.ndarray] | None 
     return beam / beam[h, h], float(np.clip(1.0 - beam[h, h] / acf[h, h], 0.0, 1.0)), error
 
 
-def noise_model(cube: np.ndarray, *, half: int, pairs: int = 64) -> NoiseModel:
-    """The beam and noise correlation measured on a cube (nz, ny, nx) out to ± ``half`` px, and the
-    beam's error (module docstring; :func:`beam_spectrum`)."""
-    acf, even, odd = noise_acf(cube, half=half, pairs=pairs, halves=True)
+def noise_correlation(cube: np.ndarray, *, half: int, pairs: int = 64) -> np.ndarray:
+    """The pixels' noise correlation, spike and beam, unit zero lag, ± ``half`` px, from a few channel
+    pairs (:func:`noise_acf`): what the scene fit needs of the noise when the beam is given."""
+    acf = noise_acf(cube, half=half, pairs=pairs)
+    return acf / acf[acf.shape[0] // 2, acf.shape[1] // 2]
+
+
+def noise_model(cube: np.ndarray, *, half: int, pairs: int | None = None) -> NoiseModel:
+    """The beam, its error and the noise correlation of a cube (nz, ny, nx), out to ± ``half`` px, all
+    from one :func:`spectrum_acf` of ``pairs`` channel pairs (all by default; module docstring)."""
+    acf, lower, upper = spectrum_acf(cube, half=half, pairs=pairs or cube.shape[0] - 1)
+    beam, white, error = beam_spectrum(acf, (lower, upper))
     h = acf.shape[0] // 2
-    beam, white, error = beam_spectrum(acf, (even, odd))
     return NoiseModel(beam=beam, correlation=acf / acf[h, h], white_fraction=white, beam_error=error)
 
 
