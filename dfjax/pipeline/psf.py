@@ -20,7 +20,9 @@ noise correlation. They are not the same thing. In order of preference (``scene.
     only the cells clearly above it are the beam's: the rest, the estimate's own noise, is
     zeroed (:func:`noise_model`). On CASA dirty cubes with the paper's noise the far sidelobes
     come out within ~0.35× their rms where the thermal noise is 7% of the variance, ~1.3× where
-    it is 1% (the spike-extrapolation this replaced: 0.8× and 6×): give the PSF where it exists.
+    it is 1% (the zero-lag extrapolation this replaced, from 64 pairs: 0.7–0.8× and 5–6×); at 1%
+    only the densest uv cells clear the floor and the main lobe comes out 10.3 px wide for the
+    PSF's 8.1, so deconvolved sizes read small. Give the PSF where it exists.
 
 ``auto`` takes ``file`` when a PSF is given, else ``noise``: the models were trained on dirty
 cubes. The noise correlation (:func:`noise_correlation`) is always measured on the data, spike
