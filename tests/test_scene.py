@@ -330,11 +330,10 @@ def test_the_amplitudes_of_a_singular_gram_fall_back_to_the_pseudo_inverse():
 
 
 def test_explaining_away_by_rank_one_updates_drops_what_solving_afresh_drops():
-    """_explain_away updates Γ⁻¹ and S Γ⁻¹ as each source leaves; solving the whole system again after
+    """explain_away updates Γ⁻¹ and S Γ⁻¹ as each source leaves; solving the whole system again after
     every drop (the definition) keeps the same sources and returns the same
     amplitudes — on 120 candidates, most of them weak, several pairs nearly one image."""
-    from dfjax.pipeline.forward import solve_amplitudes
-    from dfjax.pipeline.scene import _explain_away
+    from dfjax.pipeline.forward import explain_away, solve_amplitudes
 
     rng = np.random.default_rng(7)
     k, n = 120, 400
@@ -355,7 +354,7 @@ def test_explaining_away_by_rank_one_updates_drops_what_solving_afresh_drops():
             break
         alive[int(np.argmin(snr))] = False
         dropped += 1
-    kept, fast_amplitude, fast_snr = _explain_away(system, np.ones(k, bool), 8.0, 0.03)
+    kept, fast_amplitude, fast_snr = explain_away(system, np.ones(k, bool), 8.0, 0.03)
     np.testing.assert_array_equal(kept, alive)
     assert 10 < kept.sum() < 40 and dropped > 80
     np.testing.assert_allclose(fast_amplitude[kept], amplitude[kept], rtol=1e-9)

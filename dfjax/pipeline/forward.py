@@ -19,14 +19,16 @@ import numpy as np
 
 from dfjax.maths import FWHM_PER_SIGMA
 
-__all__ = ["MAX_SIGMA_CHAN", "MAX_SIGMA_PX", "MIN_SIGMA_CHAN", "MIN_SIGMA_PX", "amplitude_errors", "amplitude_system", "error_power",
-           "far_levels", "far_power", "far_sidelobes", "cholesky_to_sigmas", "correlate_window", "fft_grid", "field_images",
-           "frequencies", "gaussian_hat", "gaussian_power", "inverse_gram", "kernel_hat", "line_profile", "local_image", "local_size",
+__all__ = ["MAX_SIGMA_CHAN", "MAX_SIGMA_PX", "MIN_SIGMA_CHAN", "MIN_SIGMA_PX", "amplitude_errors",
+           "amplitude_system", "error_power", "explain_away", "far_levels", "far_power", "far_sidelobes",
+           "cholesky_to_sigmas", "correlate_window", "fft_grid", "field_images", "frequencies", "gaussian_hat",
+           "gaussian_power", "inverse_gram", "kernel_hat", "line_profile", "local_image", "local_size",
            "shape_to_cholesky", "solve_amplitudes"]  # fmt: skip
 
 MIN_SIGMA_PX = 0.25  # intrinsic widths are bounded to [this, MAX_SIGMA_PX]; an unresolved source sits near the floor
 MAX_SIGMA_PX = 20.0
 MIN_SIGMA_CHAN, MAX_SIGMA_CHAN = 1.0 / FWHM_PER_SIGMA, 30.0 / FWHM_PER_SIGMA
+EXPLAIN_REFRESH = 32  # explain_away factors the amplitude system afresh after this many rank-one updates
 
 
 def shape_to_cholesky(fwhm_x: float, fwhm_y: float, pa_deg: float) -> tuple[float, float, float]:
@@ -251,6 +253,41 @@ def inverse_gram(gram: np.ndarray) -> tuple[np.ndarray, bool]:
         return np.linalg.pinv(gram), False
     inverse = linalg.cho_solve(factor, np.eye(len(gram)), check_finite=False)
     return (inverse, True) if np.isfinite(inverse).all() else (np.linalg.pinv(gram), False)
+
+
+def explain_away(system: tuple[np.ndarray, ...], alive: np.ndarray, min_snr: float, model_error: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """The scene's step 2 (:mod:`dfjax.pipeline.scene`) on ``system`` (:func:`amplitude_system`, float64):
+    drop the lowest-SNR ``alive`` source under ``min_snr`` and solve again, until none is → (alive,
+    amplitudes, SNRs).
+
+    Solving again is a rank-one update: without source j, Γ⁻¹ loses qqᵀ/qⱼ (q its column of Γ⁻¹)
+    and S Γ⁻¹ loses (S Γ⁻¹)ⱼ qᵀ/qⱼ, so each drop costs K² instead of K³ (the first round's ~280
+    candidates, most of them dropped). Both are factored afresh every ``EXPLAIN_REFRESH`` drops (rounding
+    does not build up), at every drop where Γ is singular (the pseudo-inverse has no such update),
+    and for the amplitudes returned."""
+    b, gram, noise, shadow, far = system
+    alive = alive.copy()
+    while alive.any():
+        k = np.flatnonzero(alive)
+        block = np.ix_(k, k)
+        inverse, exact = inverse_gram(gram[block])
+        noise_inverse, b_k, shadow_k, far_k = noise[block] @ inverse, b[k], shadow[block], far[block]
+        for _ in range(EXPLAIN_REFRESH if exact else 1):
+            amplitude, error = amplitude_errors(inverse, noise_inverse, b_k, shadow_k, far_k, model_error)
+            worst = int(np.argmin(amplitude / error))
+            if amplitude[worst] / error[worst] >= min_snr:
+                amplitude, error = solve_amplitudes(*system, alive, model_error)
+                return alive, amplitude, np.where(alive, amplitude / error, 0.0)
+            alive[k[worst]] = False
+            q, sq = inverse[:, worst].copy(), noise_inverse[:, worst].copy()
+            if not q[worst] > 0 or len(k) == 1:
+                break
+            keep = np.arange(len(k)) != worst
+            inverse = (inverse - np.outer(q, q) / q[worst])[np.ix_(keep, keep)]
+            noise_inverse = (noise_inverse - np.outer(sq, q) / q[worst])[np.ix_(keep, keep)]
+            k, b_k, shadow_k, far_k = k[keep], b_k[keep], shadow_k[np.ix_(keep, keep)], far_k[np.ix_(keep, keep)]
+    return alive, np.zeros(len(b)), np.zeros(len(b))
 
 
 def local_size(half: int, core: int) -> int:

@@ -49,30 +49,27 @@ from dfjax.pipeline.forward import (
     MAX_SIGMA_PX,
     MIN_SIGMA_CHAN,
     MIN_SIGMA_PX,
-    amplitude_errors,
     amplitude_system,
     cholesky_to_sigmas,
     correlate_window,
     error_power,
+    explain_away,
     far_levels,
     far_power,
     far_sidelobes,
     fft_grid,
     field_images,
-    inverse_gram,
     kernel_hat,
     line_profile,
     local_image,
     local_size,
     shape_to_cholesky,
-    solve_amplitudes,
 )
 from dfjax.pipeline.gaussfit import canonical
 
 __all__ = ["Fitted", "Guess", "Scene", "fit_scene", "scene_model"]
 
 LM_ITERATIONS = 24
-_REFRESH = 32  # _explain_away factors the amplitude system afresh after this many rank-one updates
 _PAD = 8  # the number of sources is padded to a multiple of this (one compilation per bucket)
 
 
@@ -129,40 +126,7 @@ class Scene:
     beam_error: np.ndarray | None = None
 
 
-# ---------------------------------------------------------------- step 2: explained away
-
-
-def _explain_away(system: tuple[np.ndarray, ...], alive: np.ndarray, min_snr: float, model_error: float
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Step 2: drop the lowest-SNR source under ``min_snr`` and solve again, until none is.
-
-    Solving again is a rank-one update: without source j, Γ⁻¹ loses qqᵀ/qⱼ (q its column of Γ⁻¹)
-    and S Γ⁻¹ loses (S Γ⁻¹)ⱼ qᵀ/qⱼ, so each drop costs K² instead of K³ (the first round's ~280
-    candidates, most of them dropped). Both are factored afresh every ``_REFRESH`` drops (rounding
-    does not build up), at every drop where Γ is singular (the pseudo-inverse has no such update),
-    and for the amplitudes returned."""
-    b, gram, noise, shadow, far = system
-    alive = alive.copy()
-    while alive.any():
-        k = np.flatnonzero(alive)
-        block = np.ix_(k, k)
-        inverse, exact = inverse_gram(gram[block])
-        noise_inverse, b_k, shadow_k, far_k = noise[block] @ inverse, b[k], shadow[block], far[block]
-        for _ in range(_REFRESH if exact else 1):
-            amplitude, error = amplitude_errors(inverse, noise_inverse, b_k, shadow_k, far_k, model_error)
-            worst = int(np.argmin(amplitude / error))
-            if amplitude[worst] / error[worst] >= min_snr:
-                amplitude, error = solve_amplitudes(*system, alive, model_error)
-                return alive, amplitude, np.where(alive, amplitude / error, 0.0)
-            alive[k[worst]] = False
-            q, sq = inverse[:, worst].copy(), noise_inverse[:, worst].copy()
-            if not q[worst] > 0 or len(k) == 1:
-                break
-            keep = np.arange(len(k)) != worst
-            inverse = (inverse - np.outer(q, q) / q[worst])[np.ix_(keep, keep)]
-            noise_inverse = (noise_inverse - np.outer(sq, q) / q[worst])[np.ix_(keep, keep)]
-            k, b_k, shadow_k, far_k = k[keep], b_k[keep], shadow_k[np.ix_(keep, keep)], far_k[np.ix_(keep, keep)]
-    return alive, np.zeros(len(b)), np.zeros(len(b))
+# ---------------------------------------------------------------- step 2: merged (explained away: forward.explain_away)
 
 
 def _merge_close(params: np.ndarray, alive: np.ndarray, order: np.ndarray, merge_px: float) -> np.ndarray:
@@ -365,7 +329,7 @@ def fit_scene(scene: Scene, guesses: Sequence[Guess], *, min_snr: float, rounds:
         # the first round ranks each source by its SNR alone, later ones by the last joint SNR
         ranking = system[0] / np.sqrt(np.maximum(np.diag(system[2]), 1e-300)) if snr is None else snr
         alive = _merge_close(np.asarray(params), alive, np.argsort(-ranking, kind="stable"), merge_px)
-        alive, amplitude, snr = _explain_away(system, alive, min_snr, model_error)
+        alive, amplitude, snr = explain_away(system, alive, min_snr, model_error)
         if round_ == rounds or not alive.any():
             break
         live = np.flatnonzero(alive)  # only the alive sources are fitted, padded to a power of two
