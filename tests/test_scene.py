@@ -140,6 +140,16 @@ def test_the_noise_model_separates_a_white_spike_from_the_beam():
     assert model.correlation[16, 17] == pytest.approx((1 - model.white_fraction) * model.beam[16, 17], abs=0.02)
 
 
+def test_the_noise_model_names_too_few_channels():
+    """One channel pair cannot tell the beam's error (two disjoint halves are needed), none the noise."""
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="at least 3 channels"):
+        noise_model(rng.normal(size=(2, 32, 32)).astype(np.float32), half=8)
+    with pytest.raises(ValueError, match="at least 2 channels"):
+        noise_model(rng.normal(size=(1, 32, 32)).astype(np.float32), half=8)
+    assert noise_model(rng.normal(size=(3, 32, 32)).astype(np.float32), half=8).beam.shape == (17, 17)
+
+
 def sparse_coverage_cube(n: int, nz: int, white_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(cube, its dirty beam (n², unit peak at n // 2)): thermal noise seen through a sparse uv coverage
     (15% of the cells within 0.3 of Nyquist: far sidelobes everywhere) plus white noise, unit variance,

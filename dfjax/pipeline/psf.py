@@ -74,22 +74,33 @@ def noise_acf(cube: np.ndarray, *, half: int, pairs: int = 64) -> np.ndarray:
     line adds power to the pairs it is in).
     """
     nz, ny, nx = cube.shape
-    if nz < 2:
-        raise ValueError(f"need at least 2 channels to measure the noise correlation, got {nz}")
     half = min(half, (min(ny, nx) - 1) // 2)
-    starts = np.unique(np.linspace(0, nz - 2, min(pairs, nz - 1)).astype(int))
+    starts = _pair_starts(nz, pairs)
     diff = np.nan_to_num(cube[starts + 1].astype(np.float64) - cube[starts])
     diff -= diff.mean(axis=(1, 2), keepdims=True)
     shape = (2 * ny, 2 * nx)
-    acf = np.fft.irfft2(np.abs(np.fft.rfft2(diff, s=shape)) ** 2, s=shape)
-    acf = np.fft.fftshift(acf, axes=(1, 2))[:, ny - half : ny + half + 1, nx - half : nx + half + 1]
-    lags = np.arange(-half, half + 1)
-    acf /= (ny - np.abs(lags))[:, None] * (nx - np.abs(lags))[None, :]
+    acf = _lags(np.fft.irfft2(np.abs(np.fft.rfft2(diff, s=shape)) ** 2, s=shape), ny, nx, half)
     power = acf[:, half, half]
     if not (power > 0).any():
         raise ValueError("the cube has no noise to measure")
     keep = (power > 0) & (power <= np.median(power[power > 0]))
     return np.median(acf[keep], axis=0) / 2.0
+
+
+def _pair_starts(nz: int, pairs: int) -> np.ndarray:
+    """The first channels of up to ``pairs`` adjacent-channel pairs, spread evenly over ``nz`` channels."""
+    if nz < 2:
+        raise ValueError(f"need at least 2 channels to measure the noise correlation, got {nz}")
+    return np.unique(np.linspace(0, nz - 2, min(pairs, nz - 1)).astype(int))
+
+
+def _lags(lagged: np.ndarray, ny: int, nx: int, half: int) -> np.ndarray:
+    """A zero-padded (2ny, 2nx) autocorrelation (or a stack of them) → its lags ± ``half``, centred and
+    divided by the number of overlapping pixels at each lag (an unbiased linear autocorrelation)."""
+    lags = np.arange(-half, half + 1)
+    overlap = (ny - np.abs(lags))[:, None] * (nx - np.abs(lags))[None, :]
+    centred = np.fft.fftshift(lagged, axes=(-2, -1))[..., ny - half : ny + half + 1, nx - half : nx + half + 1]
+    return centred / overlap
 
 
 def spectrum_acf(cube: np.ndarray, *, half: int, pairs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,10 +117,10 @@ def spectrum_acf(cube: np.ndarray, *, half: int, pairs: int) -> tuple[np.ndarray
     from scipy import fft
 
     nz, ny, nx = cube.shape
-    if nz < 2:
-        raise ValueError(f"need at least 2 channels to measure the noise correlation, got {nz}")
     half = min(half, (min(ny, nx) - 1) // 2)
-    starts = np.unique(np.linspace(0, nz - 2, min(pairs, nz - 1)).astype(int))
+    starts = _pair_starts(nz, pairs)
+    if len(starts) < 2:
+        raise ValueError(f"need at least 3 channels to measure the noise correlation's error, got {nz}")
     shape = (2 * ny, 2 * nx)
     power = np.empty((len(starts), shape[0], shape[1] // 2 + 1), np.float32)
     for i in range(0, len(starts), ACF_BLOCK):
@@ -120,15 +131,10 @@ def spectrum_acf(cube: np.ndarray, *, half: int, pairs: int) -> tuple[np.ndarray
         power[i : i + len(block)] = spectrum.real**2 + spectrum.imag**2
     if not (power.sum(axis=(1, 2)) > 0).any():
         raise ValueError("the cube has no noise to measure")
-    lags = np.arange(-half, half + 1)
-    overlap = (ny - np.abs(lags))[:, None] * (nx - np.abs(lags))[None, :]
 
     def acf(selected: np.ndarray) -> np.ndarray:
-        lagged = fft.irfft2(median(selected, axis=0).astype(np.float64) / np.log(2.0), s=shape)
-        return np.fft.fftshift(lagged)[ny - half : ny + half + 1, nx - half : nx + half + 1] / overlap / 2.0
+        return _lags(fft.irfft2(median(selected, axis=0).astype(np.float64) / np.log(2.0), s=shape), ny, nx, half) / 2.0
 
-    if len(starts) < 2:
-        raise ValueError(f"need at least 3 channels to measure the noise correlation's error, got {nz}")
     middle = len(starts) // 2  # the lower and the upper channels: halves that share no channel
     return acf(power), acf(power[:middle]), acf(power[middle:])
 
