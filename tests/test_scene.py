@@ -247,6 +247,34 @@ def test_the_pipeline_with_the_scene_fit_reports_the_sources_not_their_sidelobes
     del jnp
 
 
+def test_faint_detections_are_left_to_the_line_search_only_when_it_runs(monkeypatch):
+    """joint.GUESS_MIN_SNR: with the search on, detections under the cut do not enter the fit and the
+    source comes back as the search's candidate; with it off, every detection enters."""
+    from test_pipeline_characterise import _constant, _minmax_gru, _threshold_finder
+
+    from dfjax.pipeline import PipelineConfig
+    from dfjax.pipeline.run import Models, run_pipeline
+    from dfjax.pipeline import joint
+    from dfjax.pipeline.search import SEARCHED
+
+    beam = psf()
+    rng = np.random.default_rng(3)
+    cube = (cube_of([BRIGHT], beam) + rng.normal(0, 0.01, (NZ, N, N))).astype(np.float32)
+    models = Models(blobs_finder=_threshold_finder, deep_gru=_minmax_gru, resnet_fwhm_x=_constant(5.0),
+                    resnet_fwhm_y=_constant(5.0), resnet_pa=_constant(0.0), resnet_flux=_constant(1.0))  # fmt: skip
+    config = PipelineConfig().replace(**{"detect.threshold": 0.1, "scene.enabled": True, "search.enabled": True,
+                                         "scene.window_half_px": 12, "scene.core_half_px": 24})  # fmt: skip
+    monkeypatch.setattr(joint, "GUESS_MIN_SNR", 0.0)
+    every = run_pipeline(cube, models, config, psf=beam)
+    monkeypatch.setattr(joint, "GUESS_MIN_SNR", 1e6)
+    searched = run_pipeline(cube, models, config, psf=beam)
+    alone = run_pipeline(cube, models, config.replace(**{"search.enabled": False}), psf=beam)
+    for sources in (every, searched, alone):
+        assert [(round(s.x), round(s.y), round(s.z)) for s in sources] == [(24, 40, 10)]
+    assert SEARCHED not in every[0].flags and SEARCHED in searched[0].flags and SEARCHED not in alone[0].flags
+    assert abs(searched[0].x - every[0].x) < 0.1 and abs(searched[0].fwhm_x - every[0].fwhm_x) < 0.3
+
+
 def test_a_given_psf_puts_the_scene_fit_in_place_of_refinement():
     """scene.with_psf (the default): a refining configuration (the tuned default's kind) runs the
     scene fit when the cube comes with its PSF — the sidelobe explained, the fit's errors reported —
