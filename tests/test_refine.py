@@ -26,6 +26,7 @@ from dfjax.pipeline.search import (
     RESIDUAL,
     SEARCHED,
     channel_noise,
+    continuum_clip,
     line_search,
     remove_continuum,
     residual_search,
@@ -240,6 +241,32 @@ def test_remove_continuum_takes_out_a_sloped_continuum_under_a_line():
     assert out.dtype == np.float32 and out.shape == (64, 3, 4)
     assert np.abs(out[40:]).max() < 0.01  # far from the line: the 2.4-2.6 of continuum gone
     assert out[20].min() == pytest.approx(5.0, abs=0.1)
+
+
+def test_a_continuum_clip_made_once_gives_the_same_continuum_with_and_without_excluded_emission():
+    """The scene fits a cube's continuum twice (before and after its sources are known) from one
+    first pass: reusing it changes nothing, and a pixel left with too few channels falls back to the
+    first pass's line instead of dividing by zero."""
+    rng = np.random.default_rng(3)
+    z = np.arange(48.0)[:, None, None]
+    cube = (1.0 + 0.02 * z + rng.normal(0, 0.1, (48, 5, 6)) + 4.0 * np.exp(-0.5 * ((z - 30) / 2.0) ** 2)).astype(np.float32)
+    clipped = continuum_clip(cube)
+    assert clipped.keep.shape == cube.shape and clipped.lo.shape == (5, 6)
+    assert not clipped.keep[30].any() and clipped.keep[5:20].mean() > 0.9  # the line's peak is clipped
+    exclude = np.zeros(cube.shape, bool)
+    exclude[25:36] = True
+    exclude[:, 0, 0] = True  # nothing left to fit: the median line of the first pass
+    exclude[2:, 1, 1] = True  # one channel left of a line needing two
+    for ex in (None, exclude):
+        expected = remove_continuum(cube, exclude=ex)
+        np.testing.assert_array_equal(remove_continuum(cube, exclude=ex, clipped=clipped), expected)
+        assert np.isfinite(expected).all() and expected.dtype == np.float32
+    fitted = remove_continuum(cube, exclude=exclude)
+    h = 24
+    first = cube[:, 0, 0] - (np.median(cube[:h, 0, 0]) + (np.median(cube[h:, 0, 0]) - np.median(cube[:h, 0, 0]))
+                             * (np.arange(48) - (h - 1) / 2) / h)  # fmt: skip
+    np.testing.assert_allclose(fitted[:, 0, 0], first, atol=1e-5)
+    assert np.abs(fitted[5:20, 2:, 2:]).mean() < 0.15  # the rest: the sloped continuum gone
 
 
 def test_line_search_finds_a_faint_line_beside_a_bright_continuum_source_and_nothing_in_noise():

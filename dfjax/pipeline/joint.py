@@ -36,7 +36,8 @@ from dfjax.pipeline.focus import Detection
 from dfjax.pipeline.forward import MIN_SIGMA_PX
 from dfjax.pipeline.psf import centred, noise_correlation, noise_model
 from dfjax.pipeline.scene import Fitted, Guess, Scene, fit_scene, scene_model
-from dfjax.pipeline.search import RESIDUAL, SEARCHED, channel_noise, line_cube, peak_detections, search_peaks
+from dfjax.pipeline.search import (RESIDUAL, SEARCHED, channel_noise, continuum_clip, finite_cube, line_cube,
+                                   peak_detections, remove_continuum, search_peaks)
 
 __all__ = ["UNRESOLVED", "beam_fwhm", "noise_scene", "scene_sources", "unresolved"]
 
@@ -99,7 +100,9 @@ def scene_sources(cube: np.ndarray, detections: Sequence[Detection], shapes: Seq
     """The stage of the module docstring: detections and their first-guess shapes → the sources the
     scene keeps, each a detection (its line and emission range from the fit, flags from where it
     was found) with its :class:`~dfjax.pipeline.scene.Fitted`."""
-    scene = noise_scene(cube, config, psf=psf)
+    finite = finite_cube(cube)
+    clipped = continuum_clip(finite)  # the continuum's first pass, the same for both fits of it
+    scene = noise_scene(cube, config, psf=psf, line=remove_continuum(finite, clipped=clipped))
     detections, shapes = list(detections), list(shapes)
     if config.search.enabled:  # a faint detection is left to the search, which looks everywhere above search.snr
         keep = [i for i, d in enumerate(detections) if d.snr >= GUESS_MIN_SNR]
@@ -110,7 +113,7 @@ def scene_sources(cube: np.ndarray, detections: Sequence[Detection], shapes: Seq
     origin = [detections[f.index] for f in fitted]
     if fitted:  # the continuum again, the sources' lines left out of its fit (they tilt it)
         emission = scene_model(scene, fitted) > CONTINUUM_MASK_SIGMA * scene.noise[:, None, None]
-        scene = dataclasses.replace(scene, line=line_cube(cube, exclude=emission))
+        scene = dataclasses.replace(scene, line=remove_continuum(finite, exclude=emission, clipped=clipped))
         fitted = _fit(scene, [_as_guess(f) for f in fitted], config)
         origin = [origin[f.index] for f in fitted]
     if config.search.enabled and config.scene.residual and fitted:

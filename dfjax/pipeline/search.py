@@ -44,8 +44,9 @@ from dfjax.pipeline.characterise import Morphology, model_box
 from dfjax.pipeline.config import PipelineConfig
 from dfjax.pipeline.focus import Detection, focused_detection
 
-__all__ = ["RESIDUAL", "SEARCHED", "SearchPeak", "channel_noise", "line_cube", "line_search", "peak_detections",
-           "remove_continuum", "residual_search", "search_peaks", "searched_detections", "source_line_model"]
+__all__ = ["RESIDUAL", "SEARCHED", "ContinuumClip", "SearchPeak", "channel_noise", "continuum_clip", "finite_cube",
+           "line_cube", "line_search", "peak_detections", "remove_continuum", "residual_search", "search_peaks",
+           "searched_detections", "source_line_model"]
 
 _DEFAULTS = PipelineConfig()
 SEARCHED = "searched"  # the flag of a source the line search found
@@ -67,35 +68,69 @@ class SearchPeak:
     snr: float
 
 
-def remove_continuum(cube: np.ndarray, *, clip: float = 3.0, exclude: np.ndarray | None = None) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class ContinuumClip:
+    """The first pass of :func:`remove_continuum` on a cube (nz, ny, nx): the medians of each pixel's
+    first and second halves of channels (``lo``, ``hi``: (ny, nx)) and the channels within the clip of
+    the straight line through them (``keep``: (nz, ny, nx) bool). It does not depend on ``exclude``:
+    make it once (:func:`continuum_clip`) for a cube whose continuum is fitted more than once."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    keep: np.ndarray
+
+
+def _minus_median_line(cube: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``cube`` (nz, ...) minus the straight line through (``lo``, ``hi``) (...) at the centres of its two
+    halves of channels → a new float32 array."""
+    nz = cube.shape[0]
+    h = nz // 2
+    z_lo, z_hi = (h - 1) / 2.0, h + (nz - h - 1) / 2.0
+    z = np.arange(nz, dtype=np.float32).reshape((nz,) + (1,) * lo.ndim)
+    out = (hi - lo) * (z - z_lo)  # the line, built in place: one cube-sized array in all
+    out /= z_hi - z_lo
+    out += lo
+    return np.subtract(cube, out, out=out)
+
+
+def continuum_clip(cube: np.ndarray, *, clip: float = 3.0) -> ContinuumClip:
+    """The :class:`ContinuumClip` of a float32 cube (nz ≥ 4, ny, nx)."""
+    h = cube.shape[0] // 2
+    lo, hi = median(cube[:h], axis=0), median(cube[h:], axis=0)
+    residual = _minus_median_line(cube, lo, hi)
+    spread = robust_std(residual, axis=0)
+    return ContinuumClip(lo=lo, hi=hi, keep=np.abs(residual, out=residual) <= clip * spread)
+
+
+def remove_continuum(cube: np.ndarray, *, clip: float = 3.0, exclude: np.ndarray | None = None,
+                     clipped: ContinuumClip | None = None) -> np.ndarray:  # fmt: skip
     """Cube (nz, ny, nx) minus each pixel's continuum → (nz, ny, nx) float32.
 
     The continuum is a straight line: first through the medians of the pixel's first and second
     halves of channels, then fitted by least squares to the channels within ``clip`` robust
     standard deviations of that first line, so that a line in the spectrum does not tilt it.
     ``exclude`` (nz, ny, nx) bool: voxels known to hold line emission, left out of the fit too.
+    ``clipped``: the cube's :func:`continuum_clip` (with this ``clip``), when already made.
     """
     cube = np.asarray(cube, np.float32)
     nz = cube.shape[0]
     if nz < 4:
         return cube - median(cube, axis=0, keepdims=True)
-    h = nz // 2
-    lo, hi = median(cube[:h], axis=0), median(cube[h:], axis=0)
-    z_lo, z_hi = (h - 1) / 2.0, h + (nz - h - 1) / 2.0
-    z = np.arange(nz, dtype=np.float32)[:, None, None]
-    residual = cube - (lo + (hi - lo) * (z - z_lo) / (z_hi - z_lo))
-    spread = robust_std(residual, axis=0)
-    w = (np.abs(residual) <= clip * spread).astype(np.float32)
-    if exclude is not None:
-        w[exclude] = 0.0
+    clipped = continuum_clip(cube, clip=clip) if clipped is None else clipped
+    w = (clipped.keep if exclude is None else clipped.keep & ~exclude).astype(np.float32)
     powers = np.stack([np.ones(nz), np.arange(nz), np.arange(nz) ** 2]).astype(np.float32)  # Σz as one BLAS product
     s0, sz, szz = (powers @ w.reshape(nz, -1)).reshape(3, *cube.shape[1:])
-    sy, szy = (powers[:2] @ (w * cube).reshape(nz, -1)).reshape(2, *cube.shape[1:])
+    sy, szy = (powers[:2] @ np.multiply(w, cube, out=w).reshape(nz, -1)).reshape(2, *cube.shape[1:])
     det = s0 * szz - sz * sz
     ok = det > 0
     slope = np.where(ok, (s0 * szy - sz * sy) / np.where(ok, det, 1.0), 0.0)
     level = np.where(ok, (sy - slope * sz) / np.maximum(s0, 1.0), 0.0)
-    return np.where(ok, cube - (level + slope * z), residual).astype(np.float32)
+    out = np.multiply(slope, np.arange(nz, dtype=np.float32)[:, None, None], out=w)  # the fitted line, in place
+    out += level
+    np.subtract(cube, out, out=out)
+    if not ok.all():  # too few channels kept: the first line's residual
+        out[:, ~ok] = _minus_median_line(cube[:, ~ok], clipped.lo[~ok], clipped.hi[~ok])
+    return out
 
 
 def _spatial_kernel(fwhm_px: float) -> np.ndarray:
@@ -118,12 +153,13 @@ def _robust_sigma(values: np.ndarray) -> float:
     return float(robust_std(sample))
 
 
-def _line_filter(cube: np.ndarray, sigma: float) -> np.ndarray:
+def _line_filter(cube: np.ndarray, sigma: float, *, out: np.ndarray | None = None) -> np.ndarray:
     """``cube`` (nz, ny, nx) correlated along z with a unit-sum Gaussian of ``sigma`` channels, zero
     beyond the ends: scipy's ``gaussian_filter1d(mode="constant")`` (same truncation at 4σ) as band
     matrix products, which BLAS runs several times faster than the 1-D filter over every pixel. The
     band is applied in blocks of output channels, each reading only the input channels its taps
-    reach (a 3-channel line touches 11 of 128)."""
+    reach (a 3-channel line touches 11 of 128). ``out``: a C-contiguous float32 array of the cube's
+    shape to write into."""
     nz = cube.shape[0]
     radius = int(4.0 * sigma + 0.5)
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
@@ -131,7 +167,7 @@ def _line_filter(cube: np.ndarray, sigma: float) -> np.ndarray:
     lag = np.arange(nz)[None, :] - np.arange(nz)[:, None]  # output z, input z'
     band = np.where(np.abs(lag) <= radius, taps[np.clip(lag + radius, 0, 2 * radius)], 0.0).astype(np.float32)
     flat = np.ascontiguousarray(cube).reshape(nz, -1)
-    out = np.empty_like(flat)
+    out = np.empty_like(flat) if out is None else out.reshape(nz, -1)
     block = max(LINE_FILTER_BLOCK, 2 * radius)
     for z0 in range(0, nz, block):
         z1 = min(z0 + block, nz)
@@ -159,16 +195,24 @@ def _local_maxima(values: np.ndarray, threshold: float, size: int) -> list[tuple
     return [tuple(int(v) for v in p) for p in points]
 
 
-def line_cube(cube: np.ndarray, *, exclude: np.ndarray | None = None) -> np.ndarray:
+def line_cube(cube: np.ndarray, *, exclude: np.ndarray | None = None, clipped: ContinuumClip | None = None
+              ) -> np.ndarray:  # fmt: skip
     """The cube (nz, ny, nx), NaNs as 0, without its continuum (:func:`remove_continuum`) → float32.
 
     The search, its residual pass and :func:`channel_noise` all start from it: pass it to them
     (``line=``) to make it once per cube. ``exclude``: voxels of known line emission, left out of
-    the continuum fit (:func:`remove_continuum`)."""
+    the continuum fit (:func:`remove_continuum`); ``clipped``: the :func:`continuum_clip` of the
+    cube, NaNs as 0, when already made."""
+    cube = finite_cube(cube)
+    return remove_continuum(cube, exclude=exclude, clipped=clipped)
+
+
+def finite_cube(cube: np.ndarray) -> np.ndarray:
+    """A cube (nz, ny, nx) as float32 with NaNs as 0, as :func:`line_cube` fits it."""
     cube = np.nan_to_num(np.asarray(cube, np.float32))
     if cube.ndim != 3:
         raise ValueError(f"expected a cube (nz, ny, nx), got shape {cube.shape}")
-    return remove_continuum(cube, exclude=exclude)
+    return cube
 
 
 def channel_noise(cube: np.ndarray, *, line: np.ndarray | None = None) -> np.ndarray:
@@ -197,6 +241,9 @@ def search_peaks(line: np.ndarray, config: PipelineConfig = _DEFAULTS) -> list[S
     pad = max(k.shape[0] for k in kernels) // 2
     shape = (ny + 2 * pad, nx + 2 * pad)  # zero padded: a linear, not circular, correlation
     spectrum = fft.rfft2(line, s=shape, workers=-1)  # float32 in, complex64 out
+    product = np.empty_like(spectrum)  # the cube-sized buffers, made once and reused at every scale
+    spatial, filtered, best = (np.empty(line.shape, np.float32) for _ in range(3))
+    which = np.empty(line.shape, np.int8)
     peaks = []  # (snr, z, y, x, spatial template, line template)
     for i, k in enumerate(kernels):
         h = k.shape[0] // 2
@@ -204,11 +251,12 @@ def search_peaks(line: np.ndarray, config: PipelineConfig = _DEFAULTS) -> list[S
         flipped[: k.shape[0], : k.shape[1]] = k[::-1, ::-1]
         flipped = np.roll(flipped, (-h, -h), axis=(0, 1))  # kernel centre at lag 0
         kernel = fft.rfft2(flipped.astype(np.float32))
-        spatial = np.ascontiguousarray(fft.irfft2(spectrum * kernel, s=shape, workers=-1)[:, :ny, :nx])
-        best = np.full(line.shape, -np.inf, np.float32)  # this spatial scale's best line template
-        which = np.zeros(line.shape, np.int8)
+        np.multiply(spectrum, kernel, out=product)
+        np.copyto(spatial, fft.irfft2(product, s=shape, workers=-1, overwrite_x=True)[:, :ny, :nx])
+        best.fill(-np.inf)  # this spatial scale's best line template
+        which.fill(0)
         for j, fwhm_chan in enumerate(s.fwhm_chan):
-            filtered = _line_filter(spatial, fwhm_chan / FWHM_PER_SIGMA)
+            _line_filter(spatial, fwhm_chan / FWHM_PER_SIGMA, out=filtered)
             sigma = _robust_sigma(filtered)
             if not sigma > 0:
                 continue
