@@ -48,6 +48,17 @@ def simulate(out: Path, n: int, size: int, seed: int, *, noise: str = "snr", psf
     return cubes
 
 
+def add_cube_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every inference benchmark shares: the simulated cubes (:func:`simulate`) and the models."""
+    parser.add_argument("--size", type=int, default=360, help="field side in pixels (128 channels)")
+    parser.add_argument("--model-dir", type=Path, default=Path("models"), help="trained models and pipeline.yaml")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a pipeline setting on top of the tuned one (as dfjax.infer --set)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the simulated cubes")
+    parser.add_argument("--noise", default="snr", help="sim.noise.mode of the cubes (paper: white noise on top)")
+    parser.add_argument("--psf", action="store_true", help="each cube's PSF beside it: dfjax runs the scene fit")
+
+
 def run_dfjax(cubes: list[Path], model_dir: Path, out: Path, sets: list[str], *, cache: Path) -> float:
     """Wall seconds of one ``python -m dfjax.infer`` over all cubes (batch mode), XLA's compiled programs
     kept in ``cache`` (``DFJAX_XLA_CACHE``): empty before the first run, as on a new machine."""
@@ -84,15 +95,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     parser.add_argument("--cubes", type=int, default=4, help="cubes per run")
-    parser.add_argument("--size", type=int, default=360, help="field side in pixels (128 channels)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each tool, alternating")
-    parser.add_argument("--model-dir", type=Path, default=Path("models"), help="trained models and pipeline.yaml")
     parser.add_argument("--sofia", type=Path, default=None, help="the SoFiA-2 binary (build_sofia2.sh)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="a pipeline setting on top of the tuned one (as dfjax.infer --set)")
-    parser.add_argument("--seed", type=int, default=7, help="seed of the simulated cubes")
-    parser.add_argument("--noise", default="snr", help="sim.noise.mode of the cubes (paper: white noise on top)")
-    parser.add_argument("--psf", action="store_true", help="each cube's PSF beside it: dfjax runs the scene fit")
+    add_cube_arguments(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

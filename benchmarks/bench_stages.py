@@ -27,7 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench_infer import simulate
+from bench_infer import add_cube_arguments, simulate
 
 # (module, function, label): the stages of run.py, then the scene stage's parts (joint.py's names)
 STAGES = [("run", "detect", "detect (i)"), ("run", "characterise_spectra", "spectra (ii)"),
@@ -59,13 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     parser.add_argument("--cubes", type=int, default=4, help="cubes, run one after the other in one process")
-    parser.add_argument("--size", type=int, default=360, help="field side in pixels (128 channels)")
-    parser.add_argument("--model-dir", type=Path, default=Path("models"), help="trained models and pipeline.yaml")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="a pipeline setting on top of the tuned one (as dfjax.infer --set)")
-    parser.add_argument("--seed", type=int, default=7, help="seed of the simulated cubes")
-    parser.add_argument("--noise", default="snr", help="sim.noise.mode of the cubes (paper: white noise on top)")
-    parser.add_argument("--psf", action="store_true", help="each cube's PSF beside it: the scene fit runs through it")
+    add_cube_arguments(parser)
     args = parser.parse_args()
 
     from dfjax import infer
