@@ -6,6 +6,9 @@ times a Gaussian line), so that every expected value is known exactly.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import numpy as np
 import pytest
 from scipy import signal
@@ -138,6 +141,68 @@ def test_the_noise_model_separates_a_white_spike_from_the_beam():
     np.testing.assert_allclose(model.beam, beam_truth, atol=0.08)
     assert model.correlation[16, 16] == pytest.approx(1.0)
     assert model.correlation[16, 17] == pytest.approx((1 - model.white_fraction) * model.beam[16, 17], abs=0.02)
+
+
+def test_the_line_free_pairs_beam_leaves_out_the_lines_power_between_channels():
+    """Extended lines in a third of the channel pairs widen the all-pairs beam's wings (their images'
+    power between channels reads as beam); the beam of the pairs without a line keeps the noise's.
+    scene.shape_beam "line_free" (the default) hands it to the window fits (Scene.shape_psf), "all"
+    does not, and an unknown kind is refused."""
+    from dfjax.pipeline.config import ConfigError, PipelineConfig
+    from dfjax.pipeline.joint import noise_scene
+
+    rng = np.random.default_rng(4)
+    n, nz, half = 96, 48, 16
+    kernel = gaussian_2d((25, 25), 12, 12, 5.0, 4.0, 0.0)
+    kernel /= np.sqrt((kernel**2).sum())
+    cube = np.stack([signal.fftconvolve(rng.normal(0, 1, (n, n)), kernel, mode="same") for _ in range(nz)])
+    cube += rng.normal(0, 1.0, cube.shape)
+    for z in range(2, nz - 2, 6):  # an extended line in every sixth channel: 16 of 47 pairs differ by it
+        x, y = rng.uniform(25, 70, 2)
+        cube[z] += 30.0 * gaussian_2d((n, n), x, y, 12.0, 9.0, rng.uniform(0, 180))
+    cube = cube.astype(np.float32)
+    lags = slice(24 - half, 24 + half + 1)
+    truth = signal.fftconvolve(kernel, kernel[::-1, ::-1], mode="full")[lags, lags]
+    truth /= truth.max()
+    model = noise_model(cube, half=half, line_free=True)
+    assert noise_model(cube, half=half).line_free_beam is None  # made only when asked for
+    np.testing.assert_array_equal(noise_model(cube, half=half).beam, model.beam)
+    r = np.hypot(*np.mgrid[-half : half + 1, -half : half + 1])
+    wings = (r >= 3) & (r <= 12)
+
+    def wrong(beam: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((beam - truth)[wings] ** 2)))
+
+    assert model.line_free_beam.shape == model.beam.shape and model.line_free_beam[half, half] == pytest.approx(1.0)
+    assert wrong(model.line_free_beam) < 0.02 < 3.0 * wrong(model.line_free_beam) < wrong(model.beam)  # 0.012, 0.075
+    assert model.beam[wings].sum() > model.line_free_beam[wings].sum()  # the lines widen, not narrow, it
+    config = PipelineConfig()
+    assert noise_scene(cube, config.replace(**{"scene.shape_beam": "all"})).shape_psf is None
+    shapes = noise_scene(cube, config).shape_psf  # the default
+    np.testing.assert_array_equal(shapes, noise_model(cube, half=n - 1, line_free=True).line_free_beam)
+    with pytest.raises(ConfigError, match="scene.shape_beam: 'clean' is not one of all, line_free"):
+        config.replace(**{"scene.shape_beam": "clean"})
+
+
+def test_the_window_fits_measure_shapes_through_the_scenes_shape_psf():
+    """Scene.shape_psf, where given, is the beam the shapes are fitted through: the same beam gives the
+    same fit as none, a wider one (the 6 × 5 px lobe seen as 7 × 6) reads the source smaller by about
+    what the beams differ."""
+    beam = psf()
+    sigma = 0.02
+    line = (cube_of([BRIGHT], beam) + np.random.default_rng(5).normal(0, sigma, (NZ, N, N))).astype(np.float32)
+    scene = Scene(line=line, noise=np.full(NZ, sigma), psf=beam, correlation=white(sigma))
+    guess = [Guess(25, 39, 6, 4, 20, 10, 4)]
+    fit = functools.partial(fit_scene, guesses=guess, min_snr=3.0, window_half_px=12, core_half_px=24)
+    (f,) = fit(scene)
+    (same,) = fit(dataclasses.replace(scene, shape_psf=beam.copy()))
+    c = N - 1
+    wider = beam.copy()
+    wider += gaussian_2d(beam.shape, c, c, 7.0, 6.0, 20.0) - gaussian_2d(beam.shape, c, c, 6.0, 5.0, 20.0)
+    (g,) = fit(dataclasses.replace(scene, shape_psf=wider))
+    assert (same.fwhm_x, same.fwhm_y) == pytest.approx((f.fwhm_x, f.fwhm_y), abs=1e-4)
+    assert f.fwhm_x == pytest.approx(6.0, abs=0.3) and f.fwhm_y == pytest.approx(3.5, abs=0.3)
+    assert g.fwhm_x < f.fwhm_x - 0.5 and g.fwhm_y < f.fwhm_y - 0.5
 
 
 def test_the_noise_model_names_too_few_channels():

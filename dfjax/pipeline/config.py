@@ -23,12 +23,10 @@ from sim.config import parse_dataclass
 FITTERS: tuple[str, ...] = ("levmar", "trf")
 """astropy fitters for the line Gaussians: ``LevMarLSQFitter`` (the paper's) or ``TRFLSQFitter``."""
 
-
 BOX_SOURCES: tuple[str, ...] = ("model", "detection")
 """The catalogue's 2-D box: ``model``, the extent of the characterised Gaussian (x, y, FWHMs, pa)
 above ``box_level`` of its peak — the truth catalogue's definition (sim.sky.box_2d) — or
 ``detection``, the Blobs Finder blob after focusing (step iii)."""
-
 
 FOCUS_MODES: tuple[str, ...] = ("paper", "lines")
 """Step (iii): ``paper``, Fig. 14's logic (lines at one place merge into one source); ``lines``, each
@@ -54,6 +52,10 @@ to the pipeline (``dfjax.infer --psf``); ``beam``, the header's restoring beam (
 for a cleaned cube (``NITER`` > 0 or primary-beam corrected) with a beam in its header that beam
 (tclean's ``.psf`` beside it is the dirty beam, not what its restored sources are seen through),
 else the file when one is given, else the noise (``dfjax.infer``)."""
+
+SHAPE_BEAMS: tuple[str, ...] = ("all", "line_free")
+"""Without a PSF, the beam the window fits measure shapes through (``scene.shape_beam``): the line-free
+channel pairs' (:func:`dfjax.pipeline.psf.spectrum_acf`) or all pairs', as the amplitudes use."""
 
 SNR_SPREADS: tuple[str, ...] = ("std", "var")
 """Denominator of eqs. 17–18: ``std`` (scale free, the default) or ``var`` (as printed)."""
@@ -148,6 +150,7 @@ class SceneConfig:
     noise_beam_px: int = 0  # ... and, without a PSF, on fields this wide or wider (smaller side, px) through the noise's beam; 0: never
     psf: str = "auto"  # one of PSF_KINDS
     psf_half_px: int = 0  # the beam's reach in pixels (> 0 caps it); 0: the whole field, every sidelobe
+    shape_beam: str = "line_free"  # without a PSF, the window fits' beam: from the line-free channel pairs, or "all"
     min_snr: float = 5.0  # a source whose amplitude SNR in the joint fit is under this is explained away
     rounds: int = 2  # rounds of amplitudes (joint) + shapes (each on its window)
     window_half_px: int = 16  # a source's shape is fitted on ± this many pixels ...
@@ -359,8 +362,9 @@ def _validate(c: PipelineConfig) -> None:
 
 def _validate_scene(c: PipelineConfig) -> None:
     s = c.scene
-    if s.psf not in PSF_KINDS:
-        raise ConfigError(f"pipeline.scene.psf: {s.psf!r} is not one of {', '.join(PSF_KINDS)}")
+    for key, value, kinds in (("psf", s.psf, PSF_KINDS), ("shape_beam", s.shape_beam, SHAPE_BEAMS)):
+        if value not in kinds:
+            raise ConfigError(f"pipeline.scene.{key}: {value!r} is not one of {', '.join(kinds)}")
     if s.enabled and c.characterise.refine_iterations > 0:
         raise ConfigError("pipeline.scene.enabled: the scene fit replaces refinement, so it needs "
                           "characterise.refine_iterations 0")  # fmt: skip

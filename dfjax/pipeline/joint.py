@@ -51,19 +51,22 @@ NOISE_PIXELS = 64 * 128 * 128  # the noise correlation is measured on about this
 def noise_scene(cube: np.ndarray, config: PipelineConfig, *, psf: np.ndarray | None = None,
                 line: np.ndarray | None = None) -> Scene:  # fmt: skip
     """The :class:`~dfjax.pipeline.scene.Scene` of a cube (nz, ny, nx): its continuum-free cube and
-    channel noise, ``psf`` when given (``scene.psf`` file or beam) or else the beam of its noise, and
-    its noise correlation."""
+    channel noise, ``psf`` when given (``scene.psf`` file or beam) or else the beam of its noise (and
+    with ``scene.shape_beam`` "line_free" that of its line-free channel pairs for the shapes), and its
+    noise correlation."""
     nz, ny, nx = cube.shape
     line = line_cube(cube) if line is None else line
     reach = config.scene.psf_half_px or (3 * min(ny, nx)) // 4
     pairs = int(np.clip(NOISE_PIXELS // (ny * nx), 8, 64))
     half = min(reach, min(ny, nx) - 1)
+    shapes = None  # the window fits' beam, where it is not the field's
     if psf is not None:  # the noise's correlation is known well from a few channel pairs ...
         beam, error, correlation = centred(psf, reach), None, noise_correlation(cube, half=half, pairs=pairs)
     else:  # ... a beam measured on the noise needs them all (and gives the correlation too)
-        noise = noise_model(cube, half=half)
-        beam, error, correlation = noise.beam, noise.beam_error, noise.correlation
-    return Scene(line=line, noise=channel_noise(cube, line=line), psf=beam, correlation=correlation, beam_error=error)
+        noise = noise_model(cube, half=half, line_free=config.scene.shape_beam == "line_free")
+        beam, error, correlation, shapes = noise.beam, noise.beam_error, noise.correlation, noise.line_free_beam
+    return Scene(line=line, noise=channel_noise(cube, line=line), psf=beam, correlation=correlation, beam_error=error,
+                 shape_psf=shapes)  # fmt: skip
 
 
 def unresolved(f: Fitted, beam_fwhm_px: float) -> bool:

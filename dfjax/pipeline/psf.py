@@ -49,19 +49,22 @@ __all__ = ["PSF_KINDS", "NoiseModel", "beam_psf_image", "beam_spectrum", "centre
 
 BEAM_CORE_PX = 16.0  # within this lag every cell of the noise's spectrum makes the beam; past twice it, the clear ones
 BEAM_CELL_SIGMA = 3.0  # a cell of the noise spectrum is the beam's where it exceeds the white floor by this many spreads
+LINE_FREE_SIGMA = 2.0  # a channel pair whose power over the beam's cells is this many spreads high holds a line
 ACF_BLOCK = 16  # channel differences transformed at once
 
 
 @dataclasses.dataclass(frozen=True)
 class NoiseModel:
     """What the cube's noise is: the beam it shows (unit peak, odd square (2h+1)²), the pixels'
-    noise correlation (unit zero lag, same shape), the white share of the noise variance, and
-    the autocorrelation of the beam estimate's own error (same shape, in the beam's units²)."""
+    noise correlation (unit zero lag, same shape), the white share of the noise variance, the
+    autocorrelation of the beam estimate's own error (same shape, in the beam's units²), and the
+    beam of the line-free channel pairs alone where asked for (same shape, unit peak; else None)."""
 
     beam: np.ndarray
     correlation: np.ndarray
     white_fraction: float
     beam_error: np.ndarray
+    line_free_beam: np.ndarray | None = None
 
 
 def noise_acf(cube: np.ndarray, *, half: int, pairs: int = 64) -> np.ndarray:
@@ -103,10 +106,15 @@ def _lags(lagged: np.ndarray, ny: int, nx: int, half: int) -> np.ndarray:
     return centred / overlap
 
 
-def spectrum_acf(cube: np.ndarray, *, half: int, pairs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def spectrum_acf(cube: np.ndarray, *, half: int, pairs: int, line_free: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:  # fmt: skip
     """The noise autocorrelation for the beam, (2·half + 1)² lags, not normalised (zero lag: the
-    variance of a channel difference / 2), and those of the lower and the upper half of the pairs
-    alone, which share no channel (how much the estimate itself is noise: :func:`beam_spectrum`).
+    variance of a channel difference / 2), those of the lower and the upper half of the pairs
+    alone, which share no channel (how much the estimate itself is noise: :func:`beam_spectrum`),
+    and with ``line_free`` that of the line-free pairs (else None): those whose power over the
+    beam's cells (the median spectrum ``BEAM_CELL_SIGMA`` spreads above its floor) is within
+    ``LINE_FREE_SIGMA`` robust spreads of the pairs' median (a line adds its image's power to the
+    pairs it is in).
 
     Up to ``pairs`` differences of adjacent channels (the continuum cancels), zero padded (a
     linear, not circular, correlation): each one's power spectrum, their median over the pairs
@@ -132,11 +140,17 @@ def spectrum_acf(cube: np.ndarray, *, half: int, pairs: int) -> tuple[np.ndarray
     if not (power.sum(axis=(1, 2)) > 0).any():
         raise ValueError("the cube has no noise to measure")
 
-    def acf(selected: np.ndarray) -> np.ndarray:
-        return _lags(fft.irfft2(median(selected, axis=0).astype(np.float64) / np.log(2.0), s=shape), ny, nx, half) / 2.0
+    def acf(typical: np.ndarray) -> np.ndarray:  # the pairs' median power spectrum → lags
+        return _lags(fft.irfft2(typical.astype(np.float64) / np.log(2.0), s=shape), ny, nx, half) / 2.0
 
     middle = len(starts) // 2  # the lower and the upper channels: halves that share no channel
-    return acf(power), acf(power[:middle]), acf(power[middle:])
+    typical = median(power, axis=0)
+    quiet = None
+    if line_free:
+        cells = typical > np.median(typical) + BEAM_CELL_SIGMA * float(robust_std(typical.ravel()))
+        in_beam = power[:, cells].sum(axis=1)
+        quiet = acf(median(power[in_beam <= np.median(in_beam) + LINE_FREE_SIGMA * float(robust_std(in_beam))], axis=0))
+    return acf(typical), acf(median(power[:middle], axis=0)), acf(median(power[middle:], axis=0)), quiet
 
 
 def beam_spectrum(acf: np.ndarray, halves: tuple[np.ndarray, np.ndarray] | None = None
@@ -206,13 +220,15 @@ def noise_correlation(cube: np.ndarray, *, half: int, pairs: int = 64) -> np.nda
     return acf / acf[acf.shape[0] // 2, acf.shape[1] // 2]
 
 
-def noise_model(cube: np.ndarray, *, half: int, pairs: int | None = None) -> NoiseModel:
+def noise_model(cube: np.ndarray, *, half: int, pairs: int | None = None, line_free: bool = False) -> NoiseModel:
     """The beam, its error and the noise correlation of a cube (nz, ny, nx), out to ± ``half`` px, all
-    from one :func:`spectrum_acf` of ``pairs`` channel pairs (all by default; module docstring)."""
-    acf, lower, upper = spectrum_acf(cube, half=half, pairs=pairs or cube.shape[0] - 1)
+    from one :func:`spectrum_acf` of ``pairs`` channel pairs (all by default; module docstring); with
+    ``line_free`` the beam of the pairs without a line too."""
+    acf, lower, upper, quiet = spectrum_acf(cube, half=half, pairs=pairs or cube.shape[0] - 1, line_free=line_free)
     beam, white, error = beam_spectrum(acf, (lower, upper))
     h = acf.shape[0] // 2
-    return NoiseModel(beam=beam, correlation=acf / acf[h, h], white_fraction=white, beam_error=error)
+    return NoiseModel(beam=beam, correlation=acf / acf[h, h], white_fraction=white, beam_error=error,
+                      line_free_beam=None if quiet is None else beam_spectrum(quiet)[0])  # fmt: skip
 
 
 def psf_from_file(path: str | Path, *, half: int | None = None) -> np.ndarray:

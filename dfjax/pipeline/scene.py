@@ -116,14 +116,16 @@ class Fitted:
 class Scene:
     """What the fit needs of a cube: the continuum-free cube (nz, ny, nx), each channel's pixel noise
     (nz,), the beam over the field (odd square, unit peak at its centre), the noise correlation
-    (odd square, unit zero lag) and, for a beam measured on the noise, its error's autocorrelation
-    (:func:`~dfjax.pipeline.psf.beam_spectrum`; None for a PSF given)."""
+    (odd square, unit zero lag), for a beam measured on the noise its error's autocorrelation
+    (:func:`~dfjax.pipeline.psf.beam_spectrum`; None for a PSF given), and the beam whose core the
+    window fits (step 3) convolve with, where it is not ``psf``'s (None: ``psf``)."""
 
     line: np.ndarray
     noise: np.ndarray
     psf: np.ndarray
     correlation: np.ndarray
     beam_error: np.ndarray | None = None
+    shape_psf: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------- step 2: merged (explained away: forward.explain_away)
@@ -303,10 +305,11 @@ def fit_scene(scene: Scene, guesses: Sequence[Guess], *, min_snr: float, rounds:
     psf_hat = kernel_hat(scene.psf.astype(np.float32), fft_shape)
     corr_hat = kernel_hat(scene.correlation.astype(np.float32), fft_shape)
     half, chans = int(window_half_px), int(min(window_chan, nz))
-    core = int(min(core_half_px, scene.psf.shape[0] // 2, scene.psf.shape[1] // 2))
+    shape_psf = scene.psf if scene.shape_psf is None else scene.shape_psf
+    core = int(min(core_half_px, *(n // 2 for n in scene.psf.shape + shape_psf.shape)))
     n_local = local_size(half, core)
-    c = scene.psf.shape[0] // 2, scene.psf.shape[1] // 2
-    core_hat = kernel_hat(scene.psf[c[0] - core : c[0] + core + 1, c[1] - core : c[1] + core + 1].astype(np.float32),
+    c = shape_psf.shape[0] // 2, shape_psf.shape[1] // 2
+    core_hat = kernel_hat(shape_psf[c[0] - core : c[0] + core + 1, c[1] - core : c[1] + core + 1].astype(np.float32),
                            (n_local, n_local))  # fmt: skip
     rc = min(core, scene.correlation.shape[0] // 2)
     cc = scene.correlation.shape[0] // 2
