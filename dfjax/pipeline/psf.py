@@ -24,9 +24,10 @@ noise correlation. They are not the same thing. In order of preference (``scene.
     white) the main lobe comes out 8.1–8.5 px wide for the PSF's 8.1, its volume within 16 px
     3–15% high (the clear cells alone, everywhere: 8.4–10.0 px and +6 to +36%), the far
     sidelobes within ~0.4–0.8× their rms. What is left high is the lines' own change between
-    channels, which adds to the beam's wings (measured on pairs without lines it goes, but the
-    fit then trusts the far field more than it should); sizes read ~1 px small. Give the PSF
-    where it exists.
+    channels, which adds to the beam's wings: measured on the pairs without lines it goes, so the
+    shapes are fitted through that beam (``scene.shape_beam``); the amplitudes keep the one of all
+    pairs, without which the fit trusts the far field more than it should. Sizes read ~0.5 px
+    small. Give the PSF where it exists.
 
 ``auto`` takes ``file`` when a PSF is given, else ``noise``: the models were trained on dirty
 cubes. The noise correlation (:func:`noise_correlation`) is always measured on the data, spike
